@@ -1,0 +1,32 @@
+"""zf_attr: Zeiler & Fergus's visualisation methods for PyTorch, as Captum-style attributions.
+
+Example:
+    >>> import torch, torchvision, zf_attr
+    >>> model = torchvision.models.resnet18(weights=None).eval()
+    >>> zf_attr.Deconvnet(model).attribute(torch.randn(1, 3, 64, 64), target=0).shape
+    torch.Size([1, 3, 64, 64])
+"""
+
+from zf_attr._intercept import Interceptor, intercept, record_switches
+from zf_attr.attr import Deconvnet, GuidedBackprop
+from zf_attr.errors import UnhonouredLayerWarning, ZFAttrWarning
+from zf_attr.rules import BackwardRule, get_rule
+from zf_attr.switches import ActivationCall, ForwardTrace, PoolSwitches
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationCall",
+    "BackwardRule",
+    "Deconvnet",
+    "ForwardTrace",
+    "GuidedBackprop",
+    "Interceptor",
+    "PoolSwitches",
+    "UnhonouredLayerWarning",
+    "ZFAttrWarning",
+    "__version__",
+    "get_rule",
+    "intercept",
+    "record_switches",
+]
