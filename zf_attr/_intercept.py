@@ -238,7 +238,8 @@ class Interceptor:
         """Unique name of the call being made now, the module making it, and the call's index under its name."""
         module_name, module = self._stack[-1] if self._stack else ("", None)
         is_leaf = module is not None and next(module.children(), None) is None
-        base = module_name if (is_leaf and module_name) else f"{module_name or '<model>'}:{function}"
+        owner = module_name or "<model>"
+        base = owner if is_leaf else f"{owner}:{function}"
         count = self._counts[base]
         self._counts[base] += 1
         return (base if count == 0 else f"{base}#{count}"), module_name, count
