@@ -1,0 +1,139 @@
+"""The ``zf-attr`` command line, run as a subprocess, and the figure helpers it uses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import zf_attr
+from zf_attr.cli import main
+from zf_attr.viz import attribution_to_image, image_to_display
+
+MODELS = ("googlenet", "mobilenet_v2")
+
+
+class Run:
+    """``python -m zf_attr.cli ARGS`` started at once in the background; ``result`` waits for it."""
+
+    def __init__(self, *args: str, out: Path | None = None) -> None:
+        self.out = out  # the demo's --out folder
+        self.args = [sys.executable, "-m", "zf_attr.cli", *args]
+        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._result: subprocess.CompletedProcess[str] | None = None
+
+    @property
+    def result(self) -> subprocess.CompletedProcess[str]:
+        if self._result is None:
+            stdout, stderr = self.process.communicate(timeout=180)
+            self._result = subprocess.CompletedProcess(self.args, self.process.returncode, stdout, stderr)
+        return self._result
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
+    """Start every command of this module together: the short ones overlap the demo, which takes ~15 s."""
+    root = tmp_path_factory.mktemp("cli")
+    blocker = root / "a-file"
+    blocker.write_text("not a folder")
+    started = {
+        "help": Run("--help"),
+        "demo-help": Run("demo", "--help"),
+        "demo": Run("demo", "--out", str(root / "nested" / "out"), "--quiet", out=root / "nested" / "out"),
+        "unwritable": Run("demo", "--out", str(blocker / "out"), "--quiet"),
+    }
+    yield started
+    for run in started.values():
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.communicate()
+
+
+@pytest.mark.parametrize("name", ["help", "demo-help"])
+def test_help_exits_zero(runs: dict[str, Run], name: str) -> None:
+    result = runs[name].result
+    assert result.returncode == 0, result.stderr
+    assert "usage: zf-attr" in result.stdout
+
+
+def test_version_and_bad_arguments_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0
+    assert capsys.readouterr().out.strip() == f"zf-attr {zf_attr.__version__}"
+    for argv in (["demo", "--seed", "not-a-number"], [], ["no-such-command"]):
+        with pytest.raises(SystemExit) as bad:
+            main(argv)
+        assert bad.value.code == 2, argv
+    assert "invalid int value" in capsys.readouterr().err
+
+
+def test_demo_writes_figures_and_summary(runs: dict[str, Run]) -> None:
+    result, out = runs["demo"].result, runs["demo"].out
+    assert out is not None
+    assert result.returncode == 0, result.stderr
+    expected = [out / f"deconvnet_{name}.png" for name in MODELS] + [out / "summary.json"]
+    assert result.stdout.split() == [str(path) for path in expected]  # --quiet: the paths only
+    matplotlib_image = pytest.importorskip("matplotlib.image")
+    for figure in expected[:-1]:
+        pixels = matplotlib_image.imread(figure)
+        assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 500
+        assert float(pixels[..., :3].std()) > 0.05  # not a blank canvas
+
+
+def test_demo_summary_shows_captum_misses_rectifiers(runs: dict[str, Run]) -> None:
+    result, out = runs["demo"].result, runs["demo"].out
+    assert out is not None
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert "random-init" in summary["weights"]
+    assert set(summary["models"]) == set(MODELS)
+    for name, stats in summary["models"].items():
+        assert stats["captum_deconvolution_vs_gradient"] < 1e-6, name
+        assert stats["zf_attr_deconvnet_vs_gradient"] > 1e-3, name
+        assert stats["rectifier_calls"] > 0, name
+        assert len(stats["targets"]) == len(summary["images"]) == 3
+    assert summary["models"]["googlenet"]["pool_calls"] > 0
+    assert summary["models"]["mobilenet_v2"]["pool_calls"] == 0
+
+
+def test_unwritable_out_exits_one(runs: dict[str, Run]) -> None:
+    result = runs["unwritable"].result
+    assert result.returncode == 1
+    assert result.stderr.startswith("zf-attr: error:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+def test_attribution_to_image_zero_map_has_no_nan() -> None:
+    heat = attribution_to_image(torch.zeros(3, 8, 8))
+    assert heat.shape == (8, 8)
+    assert not np.isnan(heat).any()
+    assert np.all(heat == 0.0)
+    assert np.all(attribution_to_image(torch.zeros(8, 8), sign="all") == 0.0)
+
+
+def test_attribution_to_image_ranges() -> None:
+    attribution = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    heat = attribution_to_image(attribution)
+    assert heat.shape == (16, 16)
+    assert heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)
+    signed = attribution_to_image(attribution, sign="all")
+    assert signed.min() >= -1.0 and signed.max() <= 1.0 and signed.min() < 0.0
+    with pytest.raises(ValueError, match="sign"):
+        attribution_to_image(attribution, sign="positive")
+
+
+def test_image_to_display_undoes_normalisation() -> None:
+    image = torch.rand(3, 5, 7)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    normalised = (image - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    shown = image_to_display(normalised, mean, std)
+    assert shown.shape == (5, 7, 3)
+    np.testing.assert_allclose(shown, image.permute(1, 2, 0).double().numpy(), atol=1e-6)
