@@ -16,7 +16,7 @@ def model() -> torch.nn.Module:
 
 
 def test_non_module_model() -> None:
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         Deconvnet(lambda x: x)
 
 

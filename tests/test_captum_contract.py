@@ -134,7 +134,9 @@ def test_visualize_image_attr_accepts_output(model: nn.Module, images: torch.Ten
     hwc = attribution[0].permute(1, 2, 0).numpy()
     picture = images[0].permute(1, 2, 0).numpy()
     picture = (picture - picture.min()) / (picture.max() - picture.min())
-    figure, axis = viz.visualize_image_attr(hwc, picture, method="blended_heat_map", sign="absolute_value", use_pyplot=False)
+    figure, axis = viz.visualize_image_attr(
+        hwc, picture, method="blended_heat_map", sign="absolute_value", use_pyplot=False
+    )
     assert figure is not None and axis is not None
 
 

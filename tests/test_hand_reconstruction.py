@@ -120,7 +120,9 @@ def test_switches_and_unpool_match_max_pool(geometry: tuple) -> None:
     # unpool is the transpose of max-pooling: equal to autograd's backward, and to the loop
     signal = torch.randn(out.shape, dtype=torch.float64)
     leaf = x.clone().requires_grad_(True)
-    (gradient,) = torch.autograd.grad((F.max_pool2d(leaf, kernel, stride, padding, dilation, ceil_mode) * signal).sum(), leaf)
+    (gradient,) = torch.autograd.grad(
+        (F.max_pool2d(leaf, kernel, stride, padding, dilation, ceil_mode) * signal).sum(), leaf
+    )
     torch.testing.assert_close(switches.unpool(signal), gradient)
     torch.testing.assert_close(switches.unpool(signal), unpool_accumulating(signal, switches.indices, x.shape))
 

@@ -14,7 +14,10 @@ from zf_attr import Deconvnet, GuidedBackprop
 MODELS = {
     "vgg11": (lambda: torchvision.models.vgg11(weights=None), "features.8"),
     "resnet18": (lambda: torchvision.models.resnet18(weights=None), "layer2"),
-    "googlenet": (lambda: torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True), "inception4a"),
+    "googlenet": (
+        lambda: torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True),
+        "inception4a",
+    ),
 }
 
 

@@ -8,7 +8,8 @@ small pieces of its contract we honour live here: tensor-or-tuple inputs and out
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +65,9 @@ def format_inputs(inputs: Any, model: nn.Module | None = None) -> tuple[bool, tu
     for position, tensor in enumerate(as_tuple):
         where = f"inputs[{position}]" if is_tuple else "inputs"
         if not isinstance(tensor, Tensor):
-            raise TypeError(f"{where} must be a torch.Tensor (or inputs a tuple of tensors), got {type(tensor).__name__}")
+            raise TypeError(
+                f"{where} must be a torch.Tensor (or inputs a tuple of tensors), got {type(tensor).__name__}"
+            )
         if not tensor.is_floating_point():
             raise TypeError(
                 f"{where} has dtype {tensor.dtype}; attributions need floating-point inputs: convert with "
@@ -158,7 +161,9 @@ def select_targets(output: Any, target: Any, num_examples: int) -> Tensor:
         return _select_column(output, target)
     if isinstance(target, list):
         if len(target) != num_examples:
-            raise ValueError(f"target is a list of length {len(target)}; it needs one entry per example ({num_examples})")
+            raise ValueError(
+                f"target is a list of length {len(target)}; it needs one entry per example ({num_examples})"
+            )
         rows = [_select_column(output[i : i + 1], entry)[0] for i, entry in enumerate(target)]
         return torch.stack(rows)
     raise TypeError(f"target must be None, an int, a tuple, a tensor or a list, got {type(target).__name__}")

@@ -17,7 +17,8 @@ import functools
 import inspect
 import threading
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,11 @@ _OTHER_ACTIVATIONS: list[tuple[list[Any], str, bool]] = [
     (_functions(F.softplus), "Softplus", True),
     (_functions(F.prelu), "PReLU", False),
     (_functions(F.rrelu, _maybe(F, "rrelu_")), "RReLU", False),
-    (_functions(torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid_), "sigmoid", False),
+    (
+        _functions(torch.sigmoid, torch.Tensor.sigmoid, F.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid_),
+        "sigmoid",
+        False,
+    ),
     (_functions(F.hardsigmoid), "Hardsigmoid", False),
     (_functions(torch.tanh, torch.Tensor.tanh, F.tanh, torch.tanh_, torch.Tensor.tanh_), "tanh", False),
     (_functions(F.softsign), "Softsign", False),
@@ -100,7 +105,7 @@ _NORMALIZATIONS: list[tuple[list[Any], str]] = [
 def _arguments(args: tuple, kwargs: dict, names: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
     """Bind positional and keyword arguments to ``names`` (a function's parameter order)."""
     bound = dict(defaults)
-    bound.update(zip(names, args))
+    bound.update(zip(names, args, strict=False))
     bound.update(kwargs)
     return bound
 
@@ -296,7 +301,9 @@ class Interceptor:
             return self._on_other_activation("Hardtanh", False, func, args, kwargs)
         name, module_name, _ = self._name(_function_name(func))
         treatment = "rule" if self.rule.modifies_backward else "gradient"
-        self.trace.rectifiers.append(ActivationCall(name, module_name, _function_name(func), rectifier.label, treatment))
+        self.trace.rectifiers.append(
+            ActivationCall(name, module_name, _function_name(func), rectifier.label, treatment)
+        )
         if not self.rule.modifies_backward:
             return func(*args, **kwargs)
         return RectifierFunction.apply(x, rectifier, self.rule, inplace)

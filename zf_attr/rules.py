@@ -30,8 +30,9 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -167,9 +168,11 @@ class DeconvnetRule(BackwardRule):
     name = "deconvnet"
 
     def rectifier_backward(self, grad_output: Tensor, rectifier: Rectifier, output: Tensor) -> Tensor:
+        """``rect(g)``: the signal itself is rectified."""
         return rectifier.rectify(grad_output)
 
     def reluish_backward(self, grad_output: Tensor, local_gradient: Callable[[Tensor], Tensor]) -> Tensor:
+        """``relu(g)``."""
         return torch.relu(grad_output)
 
 
@@ -179,9 +182,11 @@ class GuidedBackpropRule(BackwardRule):
     name = "guided"
 
     def rectifier_backward(self, grad_output: Tensor, rectifier: Rectifier, output: Tensor) -> Tensor:
+        """``rect(g * r'(x))``: the true gradient, rectified."""
         return rectifier.rectify(grad_output * rectifier.derivative(output))
 
     def reluish_backward(self, grad_output: Tensor, local_gradient: Callable[[Tensor], Tensor]) -> Tensor:
+        """``relu(g * f'(x))``."""
         return torch.relu(local_gradient(grad_output))
 
 
@@ -192,6 +197,7 @@ class GradientRule(BackwardRule):
     modifies_backward = False
 
     def rectifier_backward(self, grad_output: Tensor, rectifier: Rectifier, output: Tensor) -> Tensor:
+        """``g * r'(x)``: the true gradient."""
         return grad_output * rectifier.derivative(output)
 
 
@@ -241,9 +247,7 @@ class ReluishFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx: Any, x: Tensor, function: Callable[[Tensor], Tensor], rule: BackwardRule, inplace: bool
-    ) -> Tensor:
+    def forward(ctx: Any, x: Tensor, function: Callable[[Tensor], Tensor], rule: BackwardRule, inplace: bool) -> Tensor:
         saved_input = x.clone() if inplace else x
         output = function(x)
         if inplace:

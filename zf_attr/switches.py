@@ -162,7 +162,9 @@ class ForwardTrace:
             first = self.other_activations[0].name
             problems.append(
                 f"non-rectifier activations ({kinds}; first at {first!r}) pass "
-                + " / ".join({"gradient": "their true gradient", "rectified": "a rectified signal"}[t] for t in treatments)
+                + " / ".join(
+                    {"gradient": "their true gradient", "rectified": "a rectified signal"}[t] for t in treatments
+                )
                 + " (see nonrectifier_policy)"
             )
         if not problems:

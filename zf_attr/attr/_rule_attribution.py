@@ -94,6 +94,7 @@ class RuleAttribution(GradientAttribution):
         if report is not None:
             warnings.warn(report, UnhonouredLayerWarning, stacklevel=3)
         attributions = [
-            torch.zeros_like(leaf) if gradient is None else gradient for leaf, gradient in zip(leaves, gradients)
+            torch.zeros_like(leaf) if gradient is None else gradient
+            for leaf, gradient in zip(leaves, gradients, strict=True)
         ]
         return format_output(was_tuple, attributions)
