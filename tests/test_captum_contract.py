@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from captum.attr import NoiseTunnel
 from captum.attr import visualization as viz
@@ -76,10 +77,10 @@ def test_tuple_target_on_multidimensional_output() -> None:
             self.conv = nn.Conv2d(3, 2, 3, padding=1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.relu(self.conv(x)).amax(dim=3)  # (N, 2, H)
+            return F.max_pool2d(torch.relu(self.conv(x)), 2).amax(dim=3)  # (N, 2, H / 2)
 
     model = Grid().double()
-    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    x = torch.randn(2, 3, 10, 10, dtype=torch.float64)
     actual = Deconvnet(model).attribute(x, target=[(1, 2), (0, 4)])
     first = Deconvnet(model).attribute(x[:1], target=(1, 2))
     second = Deconvnet(model).attribute(x[1:], target=(0, 4))
@@ -114,7 +115,9 @@ def test_tuple_inputs_and_additional_forward_args() -> None:
 
 
 def test_target_none_for_one_score_per_example() -> None:
-    scalar = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+    scalar = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1)
+    )
     x = torch.randn(2, 3, 8, 8)
     result = Deconvnet(scalar).attribute(x)
     assert isinstance(result, torch.Tensor) and result.shape == x.shape

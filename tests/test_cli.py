@@ -14,7 +14,7 @@ import torch
 
 import zf_attr
 from zf_attr.cli import main
-from zf_attr.viz import attribution_to_image, image_to_display
+from zf_attr.viz import attribution_to_image, image_to_display, save_attribution_grid
 
 MODELS = ("googlenet", "mobilenet_v2")
 
@@ -38,7 +38,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
-    """Start every command of this module together: the short ones overlap the demo, which takes ~15 s."""
+    """Start every command of this module together, so the short ones overlap the demo (the slow one)."""
     root = tmp_path_factory.mktemp("cli")
     blocker = root / "a-file"
     blocker.write_text("not a folder")
@@ -137,3 +137,19 @@ def test_image_to_display_undoes_normalisation() -> None:
     shown = image_to_display(normalised, mean, std)
     assert shown.shape == (5, 7, 3)
     np.testing.assert_allclose(shown, image.permute(1, 2, 0).double().numpy(), atol=1e-6)
+
+
+def test_grid_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes the import fail
+    with pytest.raises(ImportError, match=r"zf-attr\[viz\]"):
+        save_attribution_grid(torch.rand(1, 3, 8, 8), {"gradient": torch.rand(1, 3, 8, 8)}, tmp_path / "grid.png")
+
+
+def test_grid_small_figure(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    images = torch.rand(2, 3, 16, 16)
+    maps = {"gradient": torch.randn(2, 3, 16, 16), "zeros": torch.zeros(2, 3, 16, 16)}
+    path = save_attribution_grid(images, maps, tmp_path / "grid.png", title="two\nlines", row_labels=["a", "b"])
+    assert path == tmp_path / "grid.png" and path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="attributions"):
+        save_attribution_grid(images, {"gradient": maps["gradient"][:1]}, tmp_path / "bad.png")

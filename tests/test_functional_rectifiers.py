@@ -8,6 +8,7 @@ functional calls all go through) with explicit deconvnet autograd functions.
 from __future__ import annotations
 
 import copy
+import warnings
 from unittest import mock
 
 import pytest
@@ -17,7 +18,7 @@ import torchvision
 from captum.attr import Deconvolution, Saliency
 from conftest import quiet, relative_error
 
-from zf_attr import Deconvnet
+from zf_attr import Deconvnet, UnhonouredLayerWarning
 
 _original_relu = F.relu
 _original_hardtanh = F.hardtanh
@@ -68,7 +69,16 @@ def test_equals_reference_and_differs_from_gradient(name: str) -> None:
     images = torch.randn(2, 3, size, size, dtype=torch.float64)
     target = [1, 7]
 
-    ours = Deconvnet(model).attribute(images, target=target)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = Deconvnet(model).attribute(images, target=target)
+    if name == "mobilenet_v2":  # no max-pool: nothing carries the image into the projection, and we say so
+        assert [str(w.message) for w in caught if issubclass(w.category, UnhonouredLayerWarning)] == [
+            "Deconvnet: the model has no max-pool calls, so no switches carry the image into the projection: "
+            "on a conv/ReLU/BatchNorm network every image gets the same map for a given target."
+        ]
+    else:
+        assert not [w for w in caught if issubclass(w.category, UnhonouredLayerWarning)]
     reference = reference_deconvnet(model, images, target)
     with quiet():
         gradient = Saliency(model).attribute(images, target=target, abs=False)
@@ -89,3 +99,16 @@ def test_densenet_final_functional_relu_is_rectified() -> None:
         model(torch.randn(1, 3, 48, 48, dtype=torch.float64))
     assert trace.rectifiers[-1].name == "<model>:relu"
     assert trace.rectifiers[-1].module_name == ""
+
+
+def test_pool_free_deconvnet_is_image_independent_as_warned() -> None:
+    """MobileNetV2 has no max-pool: the deconvnet map of a class is the same for every image (the warning's claim)."""
+    from zf_attr import GuidedBackprop
+
+    model = torchvision.models.mobilenet_v2(weights=None).eval().double()
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with pytest.warns(UnhonouredLayerWarning, match="no max-pool calls"):
+        maps = Deconvnet(model).attribute(images, target=[4, 4])
+    assert relative_error(maps[0], maps[1]) <= 1e-10
+    guided = GuidedBackprop(model).attribute(images, target=[4, 4])
+    assert relative_error(guided[0], guided[1]) > 1e-2  # guided backprop reads the forward pass

@@ -8,6 +8,7 @@ Example:
     >>> images, names = make_demo_images(seed=0)
     >>> tuple(images.shape), names
     ((3, 3, 96, 96), ['disc', 'square', 'triangle'])
+
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.functional import interpolate
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SHAPES", "make_demo_images", "normalize"]
 
@@ -37,9 +38,9 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
 
 
 def _background(size: int, generator: torch.Generator) -> Tensor:
-    """A muted textured background: smooth colour blotches, diagonal stripes and fine grain, in [0, 1]."""
+    """Draw a muted textured background: smooth colour blotches, diagonal stripes and fine grain, in [0, 1]."""
     blotches = torch.rand(3, 6, 6, generator=generator)
-    blotches = F.interpolate(blotches[None], size=(size, size), mode="bicubic", align_corners=False)[0]
+    blotches = interpolate(blotches[None], size=(size, size), mode="bicubic", align_corners=False)[0]
     coords = torch.arange(size, dtype=torch.float32)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     angle = _uniform(generator, 0.0, math.pi)
@@ -82,6 +83,7 @@ def make_demo_images(seed: int = 0, size: int = 96) -> tuple[Tensor, list[str]]:
     Returns:
         ``(images, names)``: a float tensor ``(len(SHAPES), 3, size, size)`` with values in [0, 1]
         (not normalised; see :func:`normalize`), and the shape drawn in each image.
+
     """
     if size < 16:
         raise ValueError(f"size={size} is too small to draw shapes; use at least 16 pixels")

@@ -150,7 +150,6 @@ class Interceptor:
             (calls are then named ``"<model>:relu"``, ...).
         rule: backward rule at rectifiers: ``"deconvnet"``, ``"guided"``, ``"gradient"`` (no change) or a
             :class:`~zf_attr.rules.BackwardRule`.
-        record_switches: keep the switches (argmax indices) of every max-pool call in the trace.
         skip_normalization: strict Zeiler–Fergus: BatchNorm, LRN, LayerNorm, GroupNorm and InstanceNorm pass
             the signal down unchanged (identity) instead of through their Jacobian.
         nonrectifier_policy: what non-rectifying activations do, see
@@ -163,7 +162,7 @@ class Interceptor:
         ...     def forward(self, x):
         ...         return F.max_pool2d(F.relu(x), 2).sum(dim=(1, 2, 3))
         >>> x = torch.randn(1, 1, 4, 4, requires_grad=True)
-        >>> with intercept(Net(), rule="deconvnet", record_switches=True) as trace:
+        >>> with intercept(Net(), rule="deconvnet") as trace:
         ...     y = Net()(x)
         >>> [call.name for call in trace.rectifiers], trace.pool_names
         (['<model>:relu'], ['<model>:max_pool2d'])
@@ -174,7 +173,6 @@ class Interceptor:
         model: Callable[..., Any],
         rule: str | BackwardRule = "gradient",
         *,
-        record_switches: bool = False,
         skip_normalization: bool = False,
         nonrectifier_policy: str = "gradient",
     ) -> None:
@@ -186,7 +184,6 @@ class Interceptor:
             )
         self.model = model
         self.rule = get_rule(rule)
-        self.record_switches = record_switches
         self.skip_normalization = skip_normalization
         self.nonrectifier_policy = nonrectifier_policy
         self.trace = ForwardTrace()
@@ -318,22 +315,21 @@ class Interceptor:
             ceil_mode=bool(bound["ceil_mode"]), return_indices=True,
         )  # fmt: skip
         name, module_name, call_index = self._name("max_pool2d")
-        if self.record_switches:
-            self.trace.pools.append(
-                PoolSwitches(
-                    name=name,
-                    module_name=module_name,
-                    call_index=call_index,
-                    indices=indices.detach(),
-                    input_shape=x.shape,
-                    output_shape=output.shape,
-                    kernel_size=_pair(bound["kernel_size"]),
-                    stride=_pair(stride if stride is not None else bound["kernel_size"]),
-                    padding=_pair(bound["padding"]),
-                    dilation=_pair(bound["dilation"]),
-                    ceil_mode=bool(bound["ceil_mode"]),
-                )
+        self.trace.pools.append(
+            PoolSwitches(
+                name=name,
+                module_name=module_name,
+                call_index=call_index,
+                indices=indices.detach(),
+                input_shape=x.shape,
+                output_shape=output.shape,
+                kernel_size=_pair(bound["kernel_size"]),
+                stride=_pair(stride if stride is not None else bound["kernel_size"]),
+                padding=_pair(bound["padding"]),
+                dilation=_pair(bound["dilation"]),
+                ceil_mode=bool(bound["ceil_mode"]),
             )
+        )
         if bound["return_indices"] or func is F.max_pool2d_with_indices:
             return output, indices
         return output
@@ -388,7 +384,6 @@ def intercept(
     model: Callable[..., Any],
     rule: str | BackwardRule = "gradient",
     *,
-    record_switches: bool = False,
     skip_normalization: bool = False,
     nonrectifier_policy: str = "gradient",
 ) -> Interceptor:
@@ -403,7 +398,6 @@ def intercept(
     return Interceptor(
         model,
         rule,
-        record_switches=record_switches,
         skip_normalization=skip_normalization,
         nonrectifier_policy=nonrectifier_policy,
     )
@@ -421,4 +415,4 @@ def record_switches(model: Callable[..., Any]) -> Interceptor:
         >>> trace.pool_names, tuple(trace.pool("maxpool").indices.shape)
         (['maxpool'], (1, 64, 16, 16))
     """
-    return Interceptor(model, "gradient", record_switches=True)
+    return Interceptor(model, "gradient")

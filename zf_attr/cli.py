@@ -8,6 +8,7 @@ Example:
     >>> from zf_attr.cli import main
     >>> main(["demo", "--out", "zf-attr-demo", "--quiet"])  # doctest: +SKIP
     0
+
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 PROG = "zf-attr"
 
 _WEIGHTS_NOTE = "random-init weights; the bundled trained ZFNet comes with a later release"
+
+# summary.json key of each demo method -> its column title in the figures
+_DEMO_COLUMNS = {
+    "gradient": "gradient",
+    "captum_deconvolution": "Captum\nDeconvolution",
+    "zf_attr_deconvnet": "zf_attr\nDeconvnet",
+    "zf_attr_guided_backprop": "zf_attr\nGuidedBackprop",
+}
 
 
 class Command(NamedTuple):
@@ -88,12 +97,25 @@ def _demo_models(seed: int) -> dict[str, Callable[[], Any]]:
     return {"googlenet": googlenet, "mobilenet_v2": mobilenet_v2}
 
 
+def _demo_attributions(model: Any, images: Any, targets: list[int]) -> dict[str, Any]:
+    """Attribute ``targets`` with every method of :data:`_DEMO_COLUMNS`, keyed like it."""
+    from captum.attr import Deconvolution, Saliency
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"captum(\.|$)")  # hook and requires_grad notices
+        return {
+            "gradient": Saliency(model).attribute(images, target=targets, abs=False),
+            "captum_deconvolution": Deconvolution(model).attribute(images, target=targets),
+            "zf_attr_deconvnet": zf_attr.Deconvnet(model).attribute(images, target=targets),
+            "zf_attr_guided_backprop": zf_attr.GuidedBackprop(model).attribute(images, target=targets),
+        }
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     """Compare gradient, Captum Deconvolution and zf_attr on two random-init torchvision models."""
     import torch
-    from captum.attr import Deconvolution, Saliency
 
-    from zf_attr._demo_data import IMAGENET_MEAN, IMAGENET_STD, make_demo_images, normalize
+    from zf_attr._demo_data import make_demo_images, normalize
     from zf_attr.viz import save_attribution_grid
 
     out = _prepare_out(args.out)
@@ -107,41 +129,35 @@ def _run_demo(args: argparse.Namespace) -> int:
         "relative_difference": "||A - G|| / ||G|| over the batch, G = plain gradient (Saliency, abs=False)",
         "models": {},
     }
-    written: list[Path] = []
     for name, build in _demo_models(args.seed).items():
         model = build()
-        with torch.no_grad():
+        with zf_attr.record_switches(model) as trace, torch.no_grad():  # the backward rule is left unchanged
             targets = model(images).argmax(dim=1).tolist()
-        with zf_attr.record_switches(model) as trace, torch.no_grad():
-            model(images)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Captum warns about hooks; zf_attr has nothing unhonoured here
-            gradient = Saliency(model).attribute(images, target=targets, abs=False)
-            methods = {
-                "gradient": gradient,
-                "Captum\nDeconvolution": Deconvolution(model).attribute(images, target=targets),
-                "zf_attr\nDeconvnet": zf_attr.Deconvnet(model).attribute(images, target=targets),
-                "zf_attr\nGuidedBackprop": zf_attr.GuidedBackprop(model).attribute(images, target=targets),
-            }
-        keys = ["gradient", "captum_deconvolution", "zf_attr_deconvnet", "zf_attr_guided_backprop"]
+        attributions = _demo_attributions(model, images, targets)
+        gradient = attributions["gradient"]
         differences = {
             f"{key}_vs_gradient": _relative_difference(value, gradient)
-            for key, value in zip(keys[1:], list(methods.values())[1:])
+            for key, value in attributions.items()
+            if key != "gradient"
         }
         figure = out / f"deconvnet_{name}.png"
-        title = (
-            f"{name}: rectifier calls seen by zf_attr {len(trace.rectifiers)}, max-pool calls {len(trace.pools)}\n"
-            f"||Captum Deconvolution - gradient|| / ||gradient|| = {differences['captum_deconvolution_vs_gradient']:.1e}"
-            f",  zf_attr Deconvnet: {differences['zf_attr_deconvnet_vs_gradient']:.2f}\n({_WEIGHTS_NOTE})"
-        )
+        lines = [
+            f"{name}: zf_attr saw {len(trace.rectifiers)} rectifier calls and {len(trace.pools)} max-pool calls",
+            "relative difference to the gradient: "
+            f"Captum Deconvolution {differences['captum_deconvolution_vs_gradient']:.1e}, "
+            f"zf_attr Deconvnet {differences['zf_attr_deconvnet_vs_gradient']:.2f}",
+        ]
+        if not trace.pools:
+            lines.append("no max-pool switches, so the Deconvnet map depends on the target class, not on the image")
+        lines.append(f"({_WEIGHTS_NOTE})")
         save_attribution_grid(
             pixels,
-            methods,
+            {_DEMO_COLUMNS[key]: value for key, value in attributions.items()},
             figure,
-            title=title,
-            row_labels=[f"{shape}, target {target}" for shape, target in zip(shapes, targets)],
+            title="\n".join(lines),
+            row_labels=[f"{shape}, target {target}" for shape, target in zip(shapes, targets, strict=True)],
         )
-        written.append(figure)
+        print(figure, flush=True)
         summary["models"][name] = {
             "figure": figure.name,
             "targets": targets,
@@ -151,9 +167,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         }
     summary_path = out / "summary.json"
     summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    written.append(summary_path)
-    for path in written:
-        print(path)
+    print(summary_path)
     if not args.quiet:
         print(
             "Captum's Deconvolution only hooks nn.ReLU modules, so on GoogLeNet (functional F.relu) and "
@@ -175,7 +189,7 @@ COMMANDS: dict[str, Command] = {
 
 # --------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``zf-attr``, with one subparser per entry of :data:`COMMANDS`."""
+    """Build the argument parser of ``zf-attr``, with one subparser per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Zeiler & Fergus's deconvnet as Captum-style attributions, right on every torchvision CNN.",
@@ -189,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Print a warning as one line ``zf-attr: warning: ...`` on stderr, without the source line."""
+    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``zf-attr`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
 
@@ -198,17 +217,22 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         0 on success, 1 on a runtime error (reported on stderr). Bad arguments exit with 2 through
         argparse (``SystemExit``), as do ``--help`` and ``--version`` (with 0).
+
     """
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.run(args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, OSError, ImportError, RuntimeError, ValueError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 1
+    except CommandError as error:
+        message = str(error)
+    except Exception as error:  # one line for the user instead of a traceback
+        message = f"{type(error).__name__}: {error}"
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ class ForwardTrace:
     """Everything an interception saw during one or more forward passes.
 
     Attributes:
-        pools: switches of every max-pool call, in call order (empty unless switches were recorded).
+        pools: switches of every max-pool call, in call order.
         rectifiers: every rectifier call (ReLU, ReLU6, LeakyReLU; module or functional).
         other_activations: every non-rectifier activation call (SiLU, GELU, sigmoid, ...).
         normalizations: every normalisation call (BatchNorm, LRN, LayerNorm, GroupNorm, InstanceNorm).
@@ -142,11 +142,12 @@ class ForwardTrace:
         self.other_activations.clear()
         self.normalizations.clear()
 
-    def unhonoured_report(self, method: str) -> str | None:
+    def unhonoured_report(self, method: str, rule: str = "deconvnet") -> str | None:
         """One message naming what a rectifier rule could not honour in this trace, or ``None``.
 
         Args:
             method: name of the attribution method, used in the message.
+            rule: name of the backward rule the method applied.
         """
         problems = []
         if not self.rectifiers:
@@ -155,17 +156,21 @@ class ForwardTrace:
                 "the model has no rectifiers (ReLU, ReLU6, LeakyReLU; modules or functional)"
                 + ("" if honoured else f", so {method} equals the plain gradient")
             )
+        elif rule == "deconvnet" and not self.pools and not self.other_activations:
+            problems.append(
+                "the model has no max-pool calls, so no switches carry the image into the projection: on a "
+                "conv/ReLU/BatchNorm network every image gets the same map for a given target"
+            )
         if self.other_activations:
             counts = Counter(call.kind for call in self.other_activations)
             kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(counts.items()))
-            treatments = sorted({call.treatment for call in self.other_activations})
+            descriptions = {"gradient": "their true gradient", "rectified": "a rectified signal"}
+            treatments = " / ".join(
+                descriptions[t] for t in sorted({call.treatment for call in self.other_activations})
+            )
             first = self.other_activations[0].name
             problems.append(
-                f"non-rectifier activations ({kinds}; first at {first!r}) pass "
-                + " / ".join(
-                    {"gradient": "their true gradient", "rectified": "a rectified signal"}[t] for t in treatments
-                )
-                + " (see nonrectifier_policy)"
+                f"non-rectifier activations ({kinds}; first at {first!r}) pass {treatments} (see nonrectifier_policy)"
             )
         if not problems:
             return None

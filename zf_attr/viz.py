@@ -10,6 +10,7 @@ Example:
     >>> heat = attribution_to_image(torch.randn(3, 8, 8))
     >>> heat.shape, float(heat.min()) >= 0.0, float(heat.max()) <= 1.0
     ((8, 8), True, True)
+
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def attribution_to_image(
 
     Raises:
         ValueError: ``sign`` is unknown or ``attr`` is not 2-D or 3-D.
+
     """
     if sign not in SIGNS:
         raise ValueError(f"sign={sign!r} is not known; choose one of {list(SIGNS)}")
@@ -96,6 +98,7 @@ def image_to_display(
     Returns:
         A ``float64`` array ``(H, W, C)`` clipped to [0, 1]. Without ``mean``/``std`` an image outside [0, 1]
         is min-max scaled instead of clipped.
+
     """
     values = _to_numpy(image)
     if values.ndim != 3:
@@ -131,7 +134,7 @@ def save_attribution_grid(
     Args:
         images: ``(N, C, H, W)`` tensor or N tensors ``(C, H, W)``.
         attributions: method name (the column title) to that method's N attributions, as an ``(N, C, H, W)``
-            tensor or N tensors; ``"\\n"`` in a name breaks the title.
+            tensor or N tensors; a newline in a name breaks the title.
         path: where to write the figure (PNG by extension); parent folders must exist.
         title: figure title (may span several lines).
         row_labels: one label per image, shown left of it.
@@ -146,6 +149,7 @@ def save_attribution_grid(
     Raises:
         ImportError: matplotlib is not installed.
         ValueError: the numbers of images, attributions and labels differ.
+
     """
     figure_class, canvas_class = _matplotlib()
     rows = len(images)

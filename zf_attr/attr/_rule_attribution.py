@@ -90,7 +90,7 @@ class RuleAttribution(GradientAttribution):
                     f"(output shape {tuple(output.shape)}); pass target=<class index> to choose one"
                 )
             gradients = torch.autograd.grad(scores.sum(), leaves, allow_unused=True)
-        report = trace.unhonoured_report(self.get_name())
+        report = trace.unhonoured_report(self.get_name(), self.rule_name)
         if report is not None:
             warnings.warn(report, UnhonouredLayerWarning, stacklevel=3)
         attributions = [
