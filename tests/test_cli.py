@@ -78,29 +78,51 @@ def test_demo_writes_figures_and_summary(runs: dict[str, Run]) -> None:
     result, out = runs["demo"].result, runs["demo"].out
     assert out is not None
     assert result.returncode == 0, result.stderr
-    expected = [out / f"deconvnet_{name}.png" for name in MODELS] + [out / "summary.json"]
-    assert result.stdout.split() == [str(path) for path in expected]  # --quiet: the paths only
+    figures = [out / "deconvnet_zfnet.png"] + [out / f"captum_vs_zf_attr_{name}.png" for name in MODELS]
+    assert result.stdout.split() == [str(path) for path in [*figures, out / "summary.json"]]  # --quiet: paths only
     matplotlib_image = pytest.importorskip("matplotlib.image")
-    for figure in expected[:-1]:
+    for figure in figures:
         pixels = matplotlib_image.imread(figure)
         assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 500
         assert float(pixels[..., :3].std()) > 0.05  # not a blank canvas
+    # MobileNetV2 has no max-pool: the one zf_attr warning says what that means, on one line
+    assert result.stderr.strip().splitlines() == [
+        "zf-attr: warning: Deconvnet: the model has no max-pool calls, so no switches carry the image into the "
+        "projection: on a conv/ReLU/BatchNorm network every image gets the same map for a given target."
+    ]
 
 
-def test_demo_summary_shows_captum_misses_rectifiers(runs: dict[str, Run]) -> None:
+def test_demo_summary(runs: dict[str, Run]) -> None:
     result, out = runs["demo"].result, runs["demo"].out
     assert out is not None
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert "random-init" in summary["weights"]
-    assert set(summary["models"]) == set(MODELS)
-    for name, stats in summary["models"].items():
-        assert stats["captum_deconvolution_vs_gradient"] < 1e-6, name
-        assert stats["zf_attr_deconvnet_vs_gradient"] > 1e-3, name
+    zfnet = summary["zfnet"]
+    assert zfnet["classes"] == ["disc", "square", "triangle", "cross", "ring", "star"]
+    assert zfnet["test_accuracy_reported"] >= 0.95
+    assert sum(p == c for p, c in zip(zfnet["predicted"], zfnet["classes"], strict=True)) >= 5
+    for method, shares in zfnet["mask_share"].items():
+        assert all(0.0 <= share <= 1.0 for share in shares), method
+    comparison = summary["captum_comparison"]
+    assert set(comparison) == set(MODELS)
+    for name, stats in comparison.items():
+        differences = stats["relative_difference_to_gradient"]
+        assert differences["Captum Deconvolution"] < 1e-6, name  # Captum misses F.relu / ReLU6
+        assert differences["zf_attr Deconvnet"] > 1e-3, name
         assert stats["rectifier_calls"] > 0, name
-        assert len(stats["targets"]) == len(summary["images"]) == 3
-    assert summary["models"]["googlenet"]["pool_calls"] > 0
-    assert summary["models"]["mobilenet_v2"]["pool_calls"] == 0
+    assert comparison["googlenet"]["pool_calls"] > 0
+    assert comparison["mobilenet_v2"]["pool_calls"] == 0
+
+
+def test_mask_share_known_answer() -> None:
+    from zf_attr._demo import mask_share
+
+    maps = torch.zeros(2, 3, 4, 4)
+    maps[0, :, :2, :2] = 1.0  # all inside the mask
+    maps[1, 0] = -1.0  # uniform: the mask's area share
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[:, :2, :2] = True
+    torch.testing.assert_close(mask_share(maps, masks), torch.tensor([1.0, 0.25]))
 
 
 def test_unwritable_out_exits_one(runs: dict[str, Run]) -> None:

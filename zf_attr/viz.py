@@ -124,6 +124,7 @@ def save_attribution_grid(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     sign: str = "absolute",
+    masks: Sequence[Tensor] | None = None,
     dpi: int = 120,
 ) -> Path:
     """Save a labelled grid: one row per image, the image first, then one column per attribution method.
@@ -141,6 +142,7 @@ def save_attribution_grid(
         mean: normalisation mean of ``images``, see :func:`image_to_display`.
         std: normalisation standard deviation of ``images``, see :func:`image_to_display`.
         sign: ``"absolute"`` (magnitude, ``inferno`` colormap) or ``"all"`` (signed, ``RdBu_r``).
+        masks: one ``(H, W)`` boolean object mask per image, outlined in cyan on every panel of its row.
         dpi: resolution of the saved file.
 
     Returns:
@@ -158,6 +160,8 @@ def save_attribution_grid(
     for name, maps in attributions.items():
         if len(maps) != rows:
             raise ValueError(f"method {name!r} has {len(maps)} attributions for {rows} images")
+    if masks is not None and len(masks) != rows:
+        raise ValueError(f"masks has {len(masks)} masks for {rows} images")
     if row_labels is not None and len(row_labels) != rows:
         raise ValueError(f"row_labels has {len(row_labels)} labels for {rows} images")
     columns = 1 + len(attributions)
@@ -176,6 +180,9 @@ def save_attribution_grid(
         for axis in axes[row]:
             axis.set_xticks([])
             axis.set_yticks([])
+            if masks is not None:
+                outline = _to_numpy(masks[row]).astype(float)
+                axis.contour(outline, levels=[0.5], colors="cyan", linewidths=0.8)
         if row_labels is not None:
             axes[row, 0].set_ylabel(row_labels[row], fontsize=10)
     for column, name in enumerate(["image", *attributions], start=0):

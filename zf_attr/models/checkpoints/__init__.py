@@ -1,0 +1,1 @@
+"""Checkpoints shipped with zf_attr (package data: ``*.pt`` state dicts and their ``*.json`` cards)."""
