@@ -47,6 +47,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
         "demo-help": Run("demo", "--help"),
         "demo": Run("demo", "--out", str(root / "nested" / "out"), "--quiet", out=root / "nested" / "out"),
         "unwritable": Run("demo", "--out", str(blocker / "out"), "--quiet"),
+        "train": Run(
+            "train",
+            "--shapes",
+            "48",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--out",
+            str(root / "train"),
+            "--quiet",
+            out=root / "train",
+        ),
+        "train-missing-data": Run("train", "--data", str(root / "missing"), "--quiet"),
     }
     yield started
     for run in started.values():
@@ -123,6 +137,25 @@ def test_mask_share_known_answer() -> None:
     masks = torch.zeros(2, 4, 4, dtype=torch.bool)
     masks[:, :2, :2] = True
     torch.testing.assert_close(mask_share(maps, masks), torch.tensor([1.0, 0.25]))
+
+
+def test_train_on_generated_shapes_writes_checkpoints(runs: dict[str, Run]) -> None:
+    result, out = runs["train"].result, runs["train"].out
+    assert out is not None
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(out / "best.pt"), str(out / "history.json")]
+    history = json.loads((out / "history.json").read_text())
+    assert [record["epoch"] for record in history] == [1] and 0.0 <= history[0]["val_error"] <= 1.0
+    assert (out / "last.pt").is_file()
+
+
+def test_train_missing_data_is_one_line_error(runs: dict[str, Run]) -> None:
+    result = runs["train-missing-data"].result
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"zf-attr: error: --data {str(Path(runs['train-missing-data'].args[-2]))!r} is not a folder"
+    )
 
 
 def test_unwritable_out_exits_one(runs: dict[str, Run]) -> None:

@@ -5,9 +5,14 @@ Trains the narrow ``"shapes"`` ZFNet (:data:`zf_attr.models.VARIANTS`) with the 
 1), measures its accuracy on a fresh test split (seed 2), and writes the state dict and a JSON card (metrics,
 recipe, history) into ``zf_attr/models/checkpoints/``.
 
-One deviation from the paper's recipe, stated in the card: He-normal initialisation instead of N(0, 1e-2).
-The narrow net (32–96 filters, 256-unit fc layers) starts with logits of ~1e-5 under the paper's init and its
-loss stays on the ln(6) plateau for the whole budget of a 2-core run (measured: 1.7918 after 4 epochs).
+Two deviations from the paper's recipe, stated in the card, both because the narrow net (32–96 filters,
+256-unit fc layers) otherwise never leaves the ln(6) loss plateau within a 2-core budget:
+
+* He-normal initialisation instead of N(0, 1e-2): under the paper's init the logits start at ~1e-5 (the signal
+  shrinks ~5× per layer) and the loss was 1.7918 after 4 epochs;
+* no dropout on fc6/fc7 while training: with dropout 0.5 on 256 units the loss was 1.779 after 200 SGD steps,
+  against 1.444 without (same seed, lr 1e-2, momentum 0.9, batch 128, RMS renormalisation; lr 3e-3 or 1024-unit
+  fc layers with dropout did not help either: 1.784 and 1.772).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def make_shipped_weights(
     seed: int = 0,
     *,
     train_size: int = 12_000,
-    epochs: int = 30,
+    epochs: int = 40,
     out_dir: Path = WEIGHTS_DIR,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
@@ -80,9 +85,11 @@ def make_shipped_weights(
     train_data = materialize(ShapesDataset(train_size, seed=0, image_size=config.input_size))
     val_data = materialize(ShapesDataset(1_000, seed=1, image_size=config.input_size))
     test_data = materialize(ShapesDataset(2_000, seed=2, image_size=config.input_size))
-    model = ZFNet(len(ShapesDataset.classes), config)
+    model = ZFNet(len(ShapesDataset.classes), config, dropout=0.0)  # see the module docstring
     model.reset_parameters("kaiming")
-    recipe = TrainConfig(epochs=epochs, batch_size=128, lr=1e-2, momentum=0.9, rms_radius=0.1, seed=seed)
+    recipe = TrainConfig(
+        epochs=epochs, batch_size=128, lr=1e-2, momentum=0.9, rms_radius=0.1, plateau_patience=5, seed=seed
+    )
     checkpoint_dir = checkpoint_dir or Path(".zf-attr-train-shapes")
     flipped = _Flipped(train_data, seed)
     result = train(model, flipped, val_data, recipe, checkpoint_dir=checkpoint_dir, resume=True, progress=progress)
@@ -100,9 +107,10 @@ def make_shipped_weights(
         },
         "recipe": (
             f"python -m zf_attr.models.shipped --seed {seed} --train-size {train_size} --epochs {epochs}: SGD lr 1e-2 "
-            "momentum 0.9 batch 128, dropout 0.5 on fc6/fc7, zero biases, filter RMS renormalisation to 0.1 after "
-            "every step, lr /10 on a validation plateau (patience 2), random horizontal flips; He-normal init "
-            "instead of N(0, 1e-2) (the narrow net does not leave the ln(6) plateau from the paper's init)"
+            "momentum 0.9 batch 128, zero biases, filter RMS renormalisation to 0.1 after every step, lr /10 on a "
+            "validation plateau (patience 5), random horizontal flips. Deviations (see zf_attr/models/shipped.py): "
+            "He-normal init instead of N(0, 1e-2), and no dropout on fc6/fc7 while training; with either paper "
+            "setting the narrow net stays on the ln(6) loss plateau in a 2-core budget"
         ),
         "data": f"ShapesDataset: train {train_size} images (seed 0), validation 1000 (seed 1), 112x112, 6 classes",
         "history": result.history,
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=12_000)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args(argv)
     card = make_shipped_weights(args.seed, train_size=args.train_size, epochs=args.epochs, out_dir=args.out_dir)

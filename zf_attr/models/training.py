@@ -120,15 +120,18 @@ def paper_transforms(train: bool, crop: int = 224, mean: Sequence[float] | None 
 
     Training takes a random 224 crop of the centre 256×256 (one of the paper's sub-crops, sampled) and a
     random horizontal flip; evaluation takes the centre crop. Mean subtraction uses per-channel ImageNet
-    statistics (the paper subtracts a per-pixel mean image).
+    statistics (the paper subtracts a per-pixel mean image). For another ``crop`` every size scales by
+    ``crop / 224``.
     """
     from torchvision import transforms
 
     mean = list(mean) if mean is not None else [0.485, 0.456, 0.406]
-    steps = [transforms.Resize(256), transforms.CenterCrop(256)]
-    steps += (
-        [transforms.RandomCrop(crop), transforms.RandomHorizontalFlip()] if train else [transforms.CenterCrop(crop)]
-    )
+    side = round(crop * 256 / 224)
+    steps: list[Any] = [transforms.Resize(side), transforms.CenterCrop(side)]
+    if train:
+        steps += [transforms.RandomCrop(crop), transforms.RandomHorizontalFlip()]
+    else:
+        steps += [transforms.CenterCrop(crop)]
     steps += [transforms.ToTensor(), transforms.Normalize(mean, [0.229, 0.224, 0.225])]
     return transforms.Compose(steps)
 
