@@ -151,3 +151,59 @@ def test_training_step_lowers_loss_renormalises_checkpoints_and_resumes(tmp_path
         progress=False,
     )
     assert [record["epoch"] for record in resumed.history] == [1, 2, 3]
+
+
+def paper_deconvnet(model: ZFNet, image: torch.Tensor, target: int) -> torch.Tensor:
+    """The paper's down-pass written out layer by layer: unpool (adding), rectify, transposed filters.
+
+    Contrast normalisation is skipped on the way down, as in the paper (zf_attr's ``variant="strict"``).
+    """
+    import torch.nn.functional as F
+
+    layers = list(model.children())
+    inputs, switches = [], {}
+    x = image
+    with torch.no_grad():
+        for index, layer in enumerate(layers):
+            inputs.append(x)
+            if isinstance(layer, nn.MaxPool2d):
+                x, switches[index] = F.max_pool2d(
+                    x, layer.kernel_size, layer.stride, ceil_mode=layer.ceil_mode, return_indices=True
+                )
+            else:
+                x = layer(x)
+        signal = torch.zeros_like(x)
+        signal[:, target] = 1.0
+        for index in reversed(range(len(layers))):
+            layer, below = layers[index], inputs[index]
+            if isinstance(layer, nn.Linear):
+                signal = signal @ layer.weight
+            elif isinstance(layer, nn.ReLU):
+                signal = signal.clamp(min=0)
+            elif isinstance(layer, nn.Flatten):
+                signal = signal.reshape(below.shape)
+            elif isinstance(layer, nn.MaxPool2d):
+                flat = torch.zeros(below.shape[0], below.shape[1], below.shape[2] * below.shape[3], dtype=signal.dtype)
+                flat.scatter_add_(2, switches[index].flatten(2), signal.flatten(2))
+                signal = flat.reshape(below.shape)
+            elif isinstance(layer, nn.Conv2d):
+                stride, padding, kernel = layer.stride[0], layer.padding[0], layer.kernel_size[0]
+                extra = below.shape[-1] - ((signal.shape[-1] - 1) * stride - 2 * padding + kernel)
+                signal = F.conv_transpose2d(signal, layer.weight, stride=stride, padding=padding, output_padding=extra)
+            # LocalResponseNorm and Dropout (eval): the signal passes unchanged
+    return signal
+
+
+def test_strict_deconvnet_on_zfnet_equals_the_papers_down_pass() -> None:
+    from zf_attr import Deconvnet
+
+    torch.manual_seed(3)
+    model = zfnet(variant="shapes", num_classes=6).double().eval()
+    model.reset_parameters("kaiming")
+    model.double()
+    image = torch.randn(1, 3, 112, 112, dtype=torch.float64)
+    expected = paper_deconvnet(model, image, target=4)
+    strict = Deconvnet(model, variant="strict").attribute(image, target=4)
+    torch.testing.assert_close(strict, expected, rtol=1e-9, atol=1e-12)
+    gradient_style = Deconvnet(model).attribute(image, target=4)
+    assert (gradient_style - strict).abs().max() > 1e-6 * strict.abs().max()  # LRN's Jacobian differs

@@ -12,7 +12,7 @@ Example:
     >>> from zf_attr.models.training import renormalize_filters
     >>> model = zfnet(variant="shapes", num_classes=6)
     >>> with torch.no_grad():
-    ...     model.conv1.weight.mul_(100)
+    ...     _ = model.conv1.weight.mul_(100)
     >>> renormalize_filters(model, radius=0.1) > 0
     True
 """

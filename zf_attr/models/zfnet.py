@@ -87,6 +87,7 @@ class ZFNet(nn.Module):
         dropout: dropout probability of fc6 and fc7.
 
     Example:
+        >>> import torch
         >>> from zf_attr.models import ZFNet, VARIANTS
         >>> model = ZFNet(num_classes=10, config=VARIANTS["shapes"]).eval()
         >>> model(torch.randn(2, 3, 112, 112)).shape
