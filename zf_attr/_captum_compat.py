@@ -1,6 +1,6 @@
 """Captum's calling conventions, written against public names only, with validation that names the argument.
 
-Captum's own helpers for these (``captum._utils.common``) are private and renamed between releases, so the
+Captum's own helpers for these (in its private ``_utils`` package) are private and renamed between releases, so the
 small pieces of its contract we honour live here: tensor-or-tuple inputs and outputs, the target forms,
 ``additional_forward_args``, and an ``attribute`` decorator exposing ``__wrapped__`` (NoiseTunnel needs it).
 """
