@@ -161,9 +161,9 @@ class Interceptor:
         >>> class Net(nn.Module):
         ...     def forward(self, x):
         ...         return F.max_pool2d(F.relu(x), 2).sum(dim=(1, 2, 3))
-        >>> x = torch.randn(1, 1, 4, 4, requires_grad=True)
-        >>> with intercept(Net(), rule="deconvnet") as trace:
-        ...     y = Net()(x)
+        >>> net, x = Net(), torch.randn(1, 1, 4, 4, requires_grad=True)
+        >>> with intercept(net, rule="deconvnet") as trace:
+        ...     y = net(x)
         >>> [call.name for call in trace.rectifiers], trace.pool_names
         (['<model>:relu'], ['<model>:max_pool2d'])
     """
