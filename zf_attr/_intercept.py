@@ -116,6 +116,15 @@ def _pair(value: Any) -> tuple[int, int]:
     return (int(value), int(value))
 
 
+def _is_torch_layer(module: nn.Module | None) -> bool:
+    """A built-in ``torch.nn`` layer without children (``nn.ReLU``, ``nn.MaxPool2d``): its calls carry its name."""
+    return (
+        module is not None
+        and type(module).__module__.startswith("torch.nn.modules")
+        and next(module.children(), None) is None
+    )
+
+
 def _function_name(func: Any) -> str:
     return getattr(func, "__name__", None) or str(func)
 
@@ -239,9 +248,8 @@ class Interceptor:
     def _name(self, function: str) -> tuple[str, str, int]:
         """Unique name of the call being made now, the module making it, and the call's index under its name."""
         module_name, module = self._stack[-1] if self._stack else ("", None)
-        is_leaf = module is not None and next(module.children(), None) is None
         owner = module_name or "<model>"
-        base = owner if is_leaf else f"{owner}:{function}"
+        base = owner if _is_torch_layer(module) else f"{owner}:{function}"
         count = self._counts[base]
         self._counts[base] += 1
         return (base if count == 0 else f"{base}#{count}"), module_name, count

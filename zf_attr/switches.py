@@ -2,7 +2,7 @@
 
 Every call is named after the module that made it, the way users know the model:
 
-* a call made by a leaf module (``nn.ReLU``, ``nn.MaxPool2d``) carries the module's name: ``"layer1.0.relu"``;
+* a call made by a built-in torch layer (``nn.ReLU``, ``nn.MaxPool2d``) carries its name: ``"layer1.0.relu"``;
 * a functional call inside a module's ``forward`` (``F.relu`` in GoogLeNet's ``BasicConv2d``, ``F.max_pool2d``
   in Inception-v3) is named ``"<module>:<function>"``: ``"inception3a.branch1:relu"``, ``"Mixed_6a:max_pool2d"``;
   calls in the top-level ``forward`` use ``"<model>"`` as the module name;
