@@ -92,7 +92,8 @@ def test_demo_writes_figures_and_summary(runs: dict[str, Run]) -> None:
     result, out = runs["demo"].result, runs["demo"].out
     assert out is not None
     assert result.returncode == 0, result.stderr
-    figures = [out / "deconvnet_zfnet.png"] + [out / f"captum_vs_zf_attr_{name}.png" for name in MODELS]
+    figures = [out / "deconvnet_zfnet.png", out / "occlusion_study_zfnet.png"]
+    figures += [out / f"captum_vs_zf_attr_{name}.png" for name in MODELS]
     assert result.stdout.split() == [str(path) for path in [*figures, out / "summary.json"]]  # --quiet: paths only
     matplotlib_image = pytest.importorskip("matplotlib.image")
     for figure in figures:
@@ -115,6 +116,9 @@ def test_demo_summary(runs: dict[str, Run]) -> None:
     assert zfnet["classes"] == ["disc", "square", "triangle", "cross", "ring", "star"]
     assert zfnet["test_accuracy_reported"] >= 0.95
     assert sum(p == c for p, c in zip(zfnet["predicted"], zfnet["classes"], strict=True)) >= 5
+    study = summary["occlusion_study"]
+    assert study["layer"] == "pool5" and study["unoccluded"]["target_probability"] > 0.9
+    assert study["lowest_target_probability"] < study["unoccluded"]["target_probability"]
     for method, shares in zfnet["mask_share"].items():
         assert all(0.0 <= share <= 1.0 for share in shares), method
     comparison = summary["captum_comparison"]

@@ -8,7 +8,7 @@ Example:
 """
 
 from zf_attr._intercept import Interceptor, intercept, record_switches
-from zf_attr.attr import Deconvnet, GuidedBackprop
+from zf_attr.attr import Deconvnet, GuidedBackprop, OcclusionSensitivity
 from zf_attr.errors import UnhonouredLayerWarning, ZFAttrWarning
 from zf_attr.rules import BackwardRule, get_rule
 from zf_attr.switches import ActivationCall, ForwardTrace, PoolSwitches
@@ -22,6 +22,7 @@ __all__ = [
     "ForwardTrace",
     "GuidedBackprop",
     "Interceptor",
+    "OcclusionSensitivity",
     "PoolSwitches",
     "UnhonouredLayerWarning",
     "ZFAttrWarning",

@@ -4,6 +4,7 @@ Writes (and prints the path of each file as soon as it exists):
 
 * ``deconvnet_zfnet.png``: one generated image per class, with its object outline, and the target class's
   gradient, Deconvnet (gradient-style and strict) and guided-backprop maps of the shipped ZFNet;
+* ``occlusion_study_zfnet.png``: the paper's Fig. 7 panels for one image: a 40×40 grey square slid over it;
 * ``captum_vs_zf_attr_<model>.png``: on random-init GoogLeNet (functional ``F.relu``) and MobileNetV2
   (``ReLU6``), the plain gradient, Captum's ``Deconvolution`` (equal to the gradient there) and zf_attr's maps;
 * ``summary.json``: the ZFNet's predictions, each method's share of attribution inside the object masks, and
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 import zf_attr
+from zf_attr.analysis import occlusion_study
 from zf_attr.models import zfnet
 from zf_attr.models.shapes import ShapesDataset
 
@@ -143,6 +145,12 @@ def run_demo(out: Path, seed: int = 0, report: Callable[[Path], None] = print) -
         pixels, maps, out / "deconvnet_zfnet.png", title=title, row_labels=rows, masks=list(masks)
     )
     report(figure)
+    study_index = 2  # the triangle: occluding its corners turns it into other shapes
+    study = occlusion_study(
+        model, images[study_index], labels[study_index], window=40, stride=6, class_names=info.categories
+    )
+    study_path = study.save_figure(out / "occlusion_study_zfnet.png", mean=info.mean, std=info.std)
+    report(study_path)
     summary: dict[str, Any] = {
         "zf_attr_version": zf_attr.__version__,
         "seed": seed,
@@ -156,6 +164,17 @@ def run_demo(out: Path, seed: int = 0, report: Callable[[Path], None] = print) -
             "true_class_probability": [round(float(probabilities[i, label]), 4) for i, label in enumerate(labels)],
             "mask_share": {name: [round(float(v), 4) for v in share] for name, share in shares.items()},
             "mask_area": [round(float(v), 4) for v in area],
+        },
+        "occlusion_study": {
+            "figure": study_path.name,
+            "image": f"ShapesDataset(60, seed={DEMO_SEED_OFFSET + seed}).sample({indices[study_index]})",
+            "window": study.window,
+            "stride": study.stride,
+            "layer": study.layer,
+            "feature_map": study.feature_map,
+            "unoccluded": study.unoccluded,
+            "lowest_target_probability": round(float(study.target_probability.min()), 4),
+            "classes_seen": sorted({info.categories[int(c)] for c in study.top_class.flatten()}),
         },
         "captum_comparison": {},
     }

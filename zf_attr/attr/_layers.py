@@ -1,0 +1,109 @@
+"""Layers addressed by name, and their outputs captured during a forward pass (hooks always removed)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["capture_layer_output", "default_feature_layer", "resolve_layer"]
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """Return ``(name, module)`` for a layer given by its dotted name (``"layer3"``, ``"features.28"``) or itself.
+
+    Raises:
+        ValueError: no such layer; the message suggests the closest valid names.
+        TypeError: ``layer`` is neither a string nor a submodule of ``model``.
+    """
+    names = {module: name for name, module in model.named_modules()}
+    if isinstance(layer, nn.Module):
+        if layer not in names:
+            raise ValueError("layer is a module that is not part of model; pass one of its submodules or a name")
+        return names[layer] or "<model>", layer
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name or a submodule, got {type(layer).__name__}")
+    valid = [name for name in names.values() if name]
+    if layer not in valid:
+        close = difflib.get_close_matches(layer, valid, n=5, cutoff=0.5)
+        hint = f"did you mean {close}?" if close else f"valid names include {valid[:8]} ... ({len(valid)} in all)"
+        raise ValueError(f"layer={layer!r} is not a layer of the model; {hint}")
+    return layer, model.get_submodule(layer)
+
+
+class _StopForward(Exception):  # noqa: N818 (control flow, not an error)
+    """Raised by a capture hook to end a forward pass once the layer of interest has run."""
+
+
+def capture_layer_output(
+    model: Callable[..., Any],
+    layer: nn.Module,
+    inputs: tuple[Any, ...],
+    *,
+    stop: bool = False,
+    transform: Callable[[Tensor], Any] | None = None,
+) -> tuple[Any, Any]:
+    """Run ``model(*inputs)`` and return ``(layer output, model output)``.
+
+    Args:
+        model: the network.
+        layer: the submodule whose output is wanted (its last call if it runs several times).
+        inputs: positional arguments of the forward pass.
+        stop: end the forward pass right after ``layer`` (the model output is then ``None``).
+        transform: applied to the layer output inside the hook, before any later in-place operation (e.g. an
+            in-place ReLU after a conv layer) can change it; its result is returned instead of the output.
+    """
+    captured: list[Any] = []
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        if not isinstance(output, Tensor):
+            raise TypeError(f"the layer returns {type(output).__name__}; choose a layer that returns a tensor")
+        captured[:] = [output if transform is None else transform(output)]
+        if stop:
+            raise _StopForward
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        output = model(*inputs)
+    except _StopForward:
+        output = None
+    finally:
+        handle.remove()
+    if not captured:
+        raise ValueError("the layer was not called during the forward pass")
+    return captured[0], output
+
+
+_HEAD_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def default_feature_layer(model: nn.Module, inputs: tuple[Any, ...]) -> str:
+    """Name of the last module to finish with a spatial feature map ``(N, C, H, W)``, ``H * W > 1``.
+
+    Adaptive pooling layers (the classifier's head, e.g. VGG's ``avgpool`` resizing to 7×7) are skipped.
+
+    That is the last convolutional block before global pooling: ``"layer4"`` of a ResNet, ``"features"`` of
+    VGG, ``"pool5"`` of ZFNet.
+    """
+    names = {module: name for name, module in model.named_modules() if name}
+    last: list[str] = []
+
+    def record(module: nn.Module, args: Any, output: Any) -> None:
+        if isinstance(module, _HEAD_POOLS) or not isinstance(output, Tensor):
+            return
+        if module in names and output.dim() == 4 and output.shape[-2:].numel() > 1:
+            last[:] = [names[module]]
+
+    handles = [module.register_forward_hook(record) for module in names]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not last:
+        raise ValueError("the model has no layer with a spatial (N, C, H, W) output; pass layer= explicitly")
+    return last[0]

@@ -1,0 +1,178 @@
+"""Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2) as a drop-in for ``captum.attr.Occlusion``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from captum.attr import PerturbationAttribution
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from zf_attr._captum_compat import (
+    attribution_method,
+    format_additional_forward_args,
+    format_inputs,
+    format_output,
+    select_targets,
+)
+from zf_attr.occlusion import (
+    copies_per_batch,
+    default_memory_budget,
+    expand_additional_forward_args,
+    expand_target,
+    format_baselines,
+    format_window_grids,
+    iter_occluded,
+    locate_window,
+    measured_forward,
+)
+
+__all__ = ["OcclusionSensitivity"]
+
+
+class OcclusionSensitivity(PerturbationAttribution):
+    """Slide a window of baseline values over the input and record how much the target output drops.
+
+    Same ``attribute`` signature and results as ``captum.attr.Occlusion``: each input position gets the mean,
+    over the windows covering it, of ``output(original) - output(occluded)``. Windows include the channel
+    dimension (not the batch), start at 0 and step by ``strides``; the last window along an axis is cut off at
+    the border when the stride does not divide ``D - w``. Different from Captum:
+
+    * ``perturbations_per_eval=None`` (default) picks the number of occluded copies per forward pass from the
+      measured cost of one pass and ``memory_budget`` (see :mod:`zf_attr.occlusion.batching`).
+    * ``show_progress`` counts windows.
+    * ``target=None`` is accepted only when the model returns one value per example; Captum would attribute
+      every output element (1000 logits → 1000 × the input's memory).
+    * Attributions have the promoted dtype of the output and float32 (Captum always returns float32).
+
+    Attributes:
+        last_perturbations_per_eval: the windows per forward pass used by the last ``attribute`` call.
+
+    Args:
+        forward_func: the model, or any callable mapping the inputs (then ``additional_forward_args``) to an
+            output with one row per example. An ``nn.Module`` is never modified (no mode change, no hooks left).
+
+    Example:
+        >>> import torch, torchvision
+        >>> from zf_attr import OcclusionSensitivity
+        >>> model = torchvision.models.resnet18(weights=None).eval()
+        >>> images = torch.randn(2, 3, 32, 32)
+        >>> occlusion = OcclusionSensitivity(model)
+        >>> maps = occlusion.attribute(images, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), target=[3, 7])
+        >>> maps.shape
+        torch.Size([2, 3, 32, 32])
+    """
+
+    def __init__(self, forward_func: Callable[..., Any]) -> None:
+        if not callable(forward_func):
+            raise TypeError(f"forward_func must be callable (a model or function), got {type(forward_func).__name__}")
+        PerturbationAttribution.__init__(self, forward_func)
+
+    @attribution_method
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        sliding_window_shapes: tuple[int, ...] | tuple[tuple[int, ...], ...],
+        strides: int | tuple[int, ...] | tuple[int | tuple[int, ...], ...] | None = None,
+        baselines: Any = None,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        perturbations_per_eval: int | None = None,
+        show_progress: bool = False,
+        memory_budget: int | None = None,
+    ) -> Tensor | tuple[Tensor, ...]:
+        """Occlusion attributions of the ``target`` output, shaped like ``inputs``.
+
+        Args:
+            inputs: a batch ``(N, ...)`` or a tuple of batches (multi-input models).
+            sliding_window_shapes: the window over every non-batch dimension, e.g. ``(3, 16, 16)``; a tuple of
+                such tuples for tuple inputs.
+            strides: ``None`` (1), an int, a tuple with one int per window dimension; for tuple inputs one int or
+                tuple per input.
+            baselines: the fill value: ``None`` (0), a number, or a tensor broadcastable to the input; a tuple of
+                these for tuple inputs.
+            target: which output to explain, in Captum's forms (int, tuple, tensor, list). ``None`` only for
+                models returning one value per example.
+            additional_forward_args: extra arguments after the inputs (tensors with a batch dimension are repeated
+                with the occluded copies, as in Captum).
+            perturbations_per_eval: windows per forward pass; ``None`` chooses it under ``memory_budget``.
+            show_progress: show a tqdm bar counting windows.
+            memory_budget: bytes one forward pass may use when ``perturbations_per_eval`` is ``None``; default
+                64 MiB off CUDA (larger CPU batches are no faster), on CUDA a quarter of the free device memory
+                (at least 512 MiB when free).
+
+        Returns:
+            Attributions shaped like ``inputs`` (a tensor for a tensor, a tuple for a tuple).
+
+        Raises:
+            TypeError, ValueError: bad arguments; the message names the argument.
+        """
+        was_tuple, inputs_tuple = format_inputs(inputs)
+        grids = format_window_grids(inputs_tuple, sliding_window_shapes, strides, was_tuple)
+        fills = format_baselines(baselines, inputs_tuple, was_tuple)
+        extra = format_additional_forward_args(additional_forward_args)
+        if perturbations_per_eval is not None and (
+            isinstance(perturbations_per_eval, bool)
+            or not isinstance(perturbations_per_eval, int)
+            or perturbations_per_eval < 1
+        ):
+            raise ValueError(f"perturbations_per_eval must be None or an int >= 1, got {perturbations_per_eval!r}")
+        if memory_budget is not None and (
+            isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float)) or memory_budget <= 0
+        ):
+            raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+        num_examples = inputs_tuple[0].shape[0]
+        if any(tensor.shape[0] != num_examples for tensor in inputs_tuple):
+            raise ValueError(f"inputs have different batch sizes {[tuple(t.shape) for t in inputs_tuple]}")
+        num_windows = sum(grid.num_windows for grid in grids)
+
+        with torch.no_grad():
+            output, bytes_per_copy = measured_forward(lambda: self.forward_func(*inputs_tuple, *extra), inputs_tuple)
+            initial = self._scores(output, target, num_examples)
+            if perturbations_per_eval is None:
+                budget = memory_budget if memory_budget is not None else default_memory_budget(inputs_tuple[0].device)
+                copies = copies_per_batch(int(budget), bytes_per_copy, num_windows)
+            else:
+                copies = min(perturbations_per_eval, num_windows)
+            self.last_perturbations_per_eval = copies
+            dtype = torch.promote_types(initial.dtype, torch.float32)
+            totals = [torch.zeros(t.shape, dtype=dtype, device=t.device) for t in inputs_tuple]
+            progress = tqdm(total=num_windows, desc=f"{self.get_name()} attribution", disable=not show_progress)
+            try:
+                for ids, occluded in iter_occluded(inputs_tuple, grids, fills, copies):
+                    k = len(ids)
+                    out = self.forward_func(*occluded, *expand_additional_forward_args(extra, k))
+                    scores = self._scores(out, expand_target(target, k), k * num_examples)
+                    diffs = (initial.unsqueeze(0) - scores.reshape(k, num_examples)).to(dtype)
+                    for copy, window_id in enumerate(ids):
+                        input_index, local_id = locate_window(window_id, grids)
+                        total = totals[input_index]
+                        diff = diffs[copy].to(total.device).reshape(num_examples, *([1] * (total.dim() - 1)))
+                        index = (slice(None), *grids[input_index].slices(local_id))
+                        total[index] += diff
+                    progress.update(k)
+            finally:
+                progress.close()
+        attributions = [total / grid.coverage(total.device, dtype) for total, grid in zip(totals, grids, strict=True)]
+        return format_output(was_tuple, attributions)
+
+    @staticmethod
+    def _scores(output: Any, target: Any, num_examples: int) -> Tensor:
+        """One score per example, ``(num_examples,)``, or a ValueError explaining why not."""
+        if isinstance(output, Tensor) and output.dim() == 0:
+            raise ValueError(
+                "forward_func returned a single value for the whole batch (0-d tensor); OcclusionSensitivity "
+                "needs one row per example: return shape (N,) or (N, classes) instead of aggregating"
+            )
+        scores = select_targets(output, target, num_examples)
+        if scores.dim() > 1:
+            if scores[0].numel() != 1:
+                raise ValueError(
+                    f"target=None but the model returns {scores[0].numel()} values per example (output shape "
+                    f"{tuple(output.shape)}); pass target=<class index> (or a list / tensor of N indices) to choose "
+                    "one; attributing every output (as Captum does) would take that many times the input's memory"
+                )
+            scores = scores.reshape(num_examples)
+        return scores
