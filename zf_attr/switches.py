@@ -93,6 +93,15 @@ class ActivationCall:
         treatment: what the backward pass does there: ``"rule"`` (the rectifier rule), ``"gradient"``
             (true gradient), ``"rectified"`` (ReLU-like, rectified under the ``"rectify"`` policy) or
             ``"skipped"`` (identity, strict variant).
+
+    Example:
+        >>> import torch, torchvision, zf_attr
+        >>> model = torchvision.models.resnet18(weights=None).eval()
+        >>> with zf_attr.record_switches(model) as trace:
+        ...     _ = model(torch.randn(1, 3, 32, 32))
+        >>> call = trace.rectifiers[1]
+        >>> call.name, call.module_name, call.kind
+        ('layer1.0.relu', 'layer1.0.relu', 'ReLU')
     """
 
     name: str
@@ -111,6 +120,16 @@ class ForwardTrace:
         rectifiers: every rectifier call (ReLU, ReLU6, LeakyReLU; module or functional).
         other_activations: every non-rectifier activation call (SiLU, GELU, sigmoid, ...).
         normalizations: every normalisation call (BatchNorm, LRN, LayerNorm, GroupNorm, InstanceNorm).
+
+    Example:
+        >>> import torch, torchvision, zf_attr
+        >>> model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True).eval()
+        >>> with zf_attr.record_switches(model) as trace:
+        ...     _ = model(torch.randn(1, 3, 64, 64))
+        >>> trace
+        ForwardTrace(pools=13, rectifiers=57, other_activations=0, normalizations=57)
+        >>> trace.rectifiers[0].name                 # GoogLeNet's functional F.relu, seen and named
+        'conv1:relu'
     """
 
     pools: list[PoolSwitches] = field(default_factory=list)

@@ -44,6 +44,13 @@ class OcclusionStudy:
         top_probability: probability of ``top_class`` per position.
         unoccluded: the same quantities for the unoccluded image.
         class_names: names of the classes, if given.
+
+    Example:
+        >>> import torch, torchvision
+        >>> model = torchvision.models.resnet18(weights=None, num_classes=4).eval()
+        >>> study = occlusion_study(model, torch.randn(3, 32, 32), target=1, window=16, stride=16)
+        >>> study.map_activation.shape, study.window_slices(1, 0)
+        (torch.Size([2, 2]), (slice(16, 32, None), slice(0, 16, None)))
     """
 
     image: Tensor

@@ -59,6 +59,10 @@ class TrainConfig:
         min_lr: the learning rate is not annealed below this.
         workers: DataLoader worker processes.
         seed: seed of the data order.
+
+    Example:
+        >>> TrainConfig(epochs=40, plateau_patience=5).lr     # everything else as in the paper
+        0.01
     """
 
     epochs: int = 70
@@ -76,7 +80,12 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a training run did: per-epoch history, the best validation error and where checkpoints are."""
+    """What a training run did: per-epoch history, the best validation error and where checkpoints are.
+
+    Example:
+        >>> TrainResult().best_epoch      # before any epoch
+        -1
+    """
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_val_error: float = math.inf

@@ -32,6 +32,13 @@ class WeightsInfo:
         mean, std: per-channel normalisation the model was trained with (inputs in [0, 1] first).
         metrics: measured quality, e.g. ``{"test_accuracy": 0.97}``, with how it was measured in ``recipe``.
         recipe: how the weights were made (command and data).
+
+    Example:
+        >>> import torch
+        >>> from zf_attr.models import ZFNetWeights
+        >>> info = ZFNetWeights.DEFAULT.info
+        >>> info.variant, info.num_classes, info.normalize(torch.full((1, 3, 2, 2), 0.5)).shape
+        ('shapes', 6, torch.Size([1, 3, 2, 2]))
     """
 
     file: str
