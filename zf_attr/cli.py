@@ -134,12 +134,51 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- explain
+def _configure_explain(parser: argparse.ArgumentParser) -> None:
+    from zf_attr._explain import METHODS
+
+    parser.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns")
+    parser.add_argument(
+        "--model", default="zfnet", help="zfnet (bundled), a torchvision name, or package.module:factory"
+    )
+    parser.add_argument("--weights", type=Path, default=None, help="local weights file (.pt/.pth/.safetensors)")
+    parser.add_argument(
+        "--method", nargs="+", choices=METHODS, default=["deconvnet", "guided", "gradient"], help="methods to run"
+    )
+    parser.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted one)")
+    parser.add_argument("--size", type=int, default=None, help="input side in pixels (default: the model's)")
+    parser.add_argument("--out", type=Path, default=Path("zf-attr-explain"), metavar="DIR", help="output folder")
+    parser.add_argument("--quiet", action="store_true", help="print only the paths of the files written")
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    """Attribution figures, arrays and a JSON summary for image files."""
+    from zf_attr._explain import ExplainError, find_images, load_model, run_explain
+
+    try:
+        images = find_images(args.images)
+        loaded = load_model(args.model, args.weights, args.size)
+        out = _prepare_out(args.out)
+        run_explain(loaded, images, args.method, out, args.target, report=lambda path: print(path, flush=True))
+    except ExplainError as error:
+        raise CommandError(str(error)) from error
+    if not args.quiet:
+        print(f"{len(images)} image(s) explained with {', '.join(args.method)} on {loaded.note}")
+    return 0
+
+
 #: Every subcommand, by name; add an entry (and its two functions) to add a subcommand.
 COMMANDS: dict[str, Command] = {
     "demo": Command(
         help="figures of the bundled ZFNet on generated images, and zf_attr beside Captum (offline, < 1 min)",
         configure=_configure_demo,
         run=_run_demo,
+    ),
+    "explain": Command(
+        help="attribution figures (deconvnet, guided, gradient, occlusion) for image files, folders or globs",
+        configure=_configure_explain,
+        run=_run_explain,
     ),
     "train": Command(
         help="train a ZFNet with the paper's recipe on an ImageFolder tree or generated shapes (checkpoints, resume)",

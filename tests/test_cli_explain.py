@@ -1,0 +1,98 @@
+"""``zf-attr explain`` as a subprocess on the bundled model and generated image files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torchvision.transforms.functional import to_pil_image
+
+from zf_attr.models.shapes import ShapesDataset
+
+
+def zf_attr_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "zf_attr.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    data = ShapesDataset(3, seed=9)
+    for index in range(3):
+        to_pil_image(data.sample(index).image).save(folder / f"shape{index}.png")
+    (folder / "notes.txt").write_text("not an image, and not picked up from the folder")
+    return folder
+
+
+def test_explain_folder_with_every_method(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = zf_attr_cli(
+        "explain", str(image_folder), "--method", "deconvnet", "guided", "gradient", "occlusion", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    stems = ["shape0", "shape1", "shape2"]
+    assert result.stdout.splitlines()[:5] == [str(out / f"{s}.png") for s in stems] + [
+        str(out / "attributions.npz"),
+        str(out / "summary.json"),
+    ]
+    arrays = np.load(out / "attributions.npz")
+    assert sorted(arrays.files) == sorted(
+        f"{s}/{m}" for s in stems for m in ("deconvnet", "guided", "gradient", "occlusion")
+    )
+    assert arrays["shape0/deconvnet"].shape == (3, 112, 112)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [entry["predicted"] for entry in summary["images"]] == [
+        ShapesDataset(3, seed=9).sample(i).class_name for i in range(3)
+    ]
+    assert summary["model"] == "bundled ZFNet (shapes)"
+
+
+def test_explain_torchvision_model_with_local_weights_and_glob(image_folder: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    out = tmp_path / "out"
+    pattern = str(image_folder / "shape[01].png")
+    result = zf_attr_cli("explain", pattern, "--model", "resnet18", "--weights", str(weights), "--size", "64",
+                         "--target", "7", "--out", str(out), "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) == 4  # two figures, the arrays, the summary
+    summary = json.loads((out / "summary.json").read_text())
+    assert {entry["target"] for entry in summary["images"]} == {"7"}
+    assert "weights" in summary["model"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["explain", "/nonexistent/x.png"],
+            "zf-attr: error: no such file, folder or matching images: '/nonexistent/x.png'",
+        ),
+        (["explain", "IMAGES", "--model", "resnet9000"], "zf-attr: error: --model 'resnet9000' is not a torchvision"),
+        (["explain", "IMAGES", "--target", "6"], "zf-attr: error: --target 6 is out of range for 6 classes"),
+    ],
+)
+def test_explain_errors_are_one_line(image_folder: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    args = [str(image_folder / "shape0.png") if arg == "IMAGES" else arg for arg in args]
+    result = zf_attr_cli(*args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_image_stops_with_finished_work_on_disk(image_folder: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "zz_broken.png"
+    broken.write_text("not a png")
+    out = tmp_path / "out"
+    result = zf_attr_cli("explain", str(image_folder / "shape0.png"), str(broken), "--out", str(out))
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"zf-attr: error: cannot read image '{broken}'")
+    assert (out / "shape0.png").is_file()  # the image finished before the failure stays
