@@ -96,3 +96,22 @@ def test_unreadable_image_stops_with_finished_work_on_disk(image_folder: Path, t
     assert result.returncode == 1
     assert result.stderr.strip().startswith(f"zf-attr: error: cannot read image '{broken}'")
     assert (out / "shape0.png").is_file()  # the image finished before the failure stays
+
+
+def test_occlusion_study_command(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    result = zf_attr_cli("occlusion-study", str(image_folder / "shape2.png"), "--window", "40", "--stride", "12",
+                         "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(out / "shape2_occlusion.png"), str(out / "shape2_occlusion.json")]
+    summary = json.loads((out / "shape2_occlusion.json").read_text())
+    assert summary["layer"] == "pool5" and summary["window"] == 40
+    rows, cols = len(summary["row_starts"]), len(summary["col_starts"])
+    assert np.array(summary["target_probability"]).shape == (rows, cols) == (7, 7)
+    assert summary["target"] == ShapesDataset(3, seed=9).sample(2).class_name
+    wrong = zf_attr_cli("occlusion-study", str(image_folder / "shape2.png"), "--layer", "conv9", "--out", str(out))
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip() == (
+        "zf-attr: error: layer='conv9' is not a layer of the model; did you mean "
+        "['conv5', 'conv4', 'conv3', 'conv2', 'conv1']?"
+    )

@@ -20,7 +20,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["IMAGE_SUFFIXES", "METHODS", "ExplainError", "LoadedModel", "find_images", "load_model", "run_explain"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "METHODS",
+    "ExplainError",
+    "LoadedModel",
+    "find_images",
+    "load_model",
+    "read_image",
+    "run_explain",
+    "run_occlusion_study",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 METHODS = ("deconvnet", "guided", "gradient", "occlusion")
@@ -107,7 +117,7 @@ def find_images(patterns: Sequence[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _read_image(path: Path, loaded: LoadedModel) -> tuple[Tensor, Tensor]:
+def read_image(path: Path, loaded: LoadedModel) -> tuple[Tensor, Tensor]:
     """(image in [0, 1] for display, normalised model input), both (3, size, size)."""
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms import functional as TF
@@ -159,7 +169,7 @@ def run_explain(
     arrays: dict[str, np.ndarray] = {}
     summary: dict[str, Any] = {"model": loaded.note, "methods": list(methods), "images": []}
     for path in images:
-        pixels, batch = _read_image(path, loaded)
+        pixels, batch = read_image(path, loaded)
         with torch.no_grad():
             probabilities = loaded.model(batch[None]).softmax(dim=1)[0]
         predicted = int(probabilities.argmax())
@@ -198,3 +208,53 @@ def run_explain(
 
 def _class_name(loaded: LoadedModel, index: int) -> str:
     return loaded.categories[index] if loaded.categories is not None else str(index)
+
+
+def run_occlusion_study(
+    loaded: LoadedModel,
+    image: Path,
+    out: Path,
+    *,
+    target: int | None,
+    layer: str | None,
+    window: int,
+    stride: int,
+    fill: float,
+    report: Callable[[Path], None],
+) -> dict[str, Any]:
+    """The four-panel occlusion study of one image file: a figure and a JSON summary with the panels' arrays."""
+    from zf_attr.analysis import occlusion_study
+
+    _, batch = read_image(image, loaded)
+    if target is None:
+        with torch.no_grad():
+            target = int(loaded.model(batch[None]).argmax(dim=1))
+    try:
+        study = occlusion_study(
+            loaded.model, batch, target, layer=layer, window=window, stride=stride, fill=fill,
+            class_names=loaded.categories, show_progress=False,
+        )  # fmt: skip
+    except ValueError as error:
+        raise ExplainError(str(error)) from error
+    figure = study.save_figure(out / f"{image.stem}_occlusion.png", mean=loaded.mean, std=loaded.std)
+    report(figure)
+    summary = {
+        "file": str(image),
+        "model": loaded.note,
+        "target": study.class_name(target),
+        "layer": study.layer,
+        "feature_map": study.feature_map,
+        "window": window,
+        "stride": stride,
+        "fill": fill,
+        "unoccluded": study.unoccluded,
+        "row_starts": list(study.row_starts),
+        "col_starts": list(study.col_starts),
+        "map_activation": study.map_activation.tolist(),
+        "target_probability": study.target_probability.tolist(),
+        "top_class": [[study.class_name(int(c)) for c in row] for row in study.top_class],
+    }
+    path = out / f"{image.stem}_occlusion.json"
+    path.write_text(json.dumps(summary) + "\n", encoding="utf-8")
+    report(path)
+    return summary

@@ -168,6 +168,42 @@ def _run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- occlusion-study
+def _configure_occlusion_study(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="one image file")
+    parser.add_argument(
+        "--model", default="zfnet", help="zfnet (bundled), a torchvision name, or package.module:factory"
+    )
+    parser.add_argument("--weights", type=Path, default=None, help="local weights file (.pt/.pth/.safetensors)")
+    parser.add_argument("--target", type=int, default=None, help="true class (default: the predicted one)")
+    parser.add_argument("--layer", default=None, help="layer of panels (b) and (c) (default: the last conv block)")
+    parser.add_argument("--window", type=int, default=None, help="occluder side in pixels (default: size / 3)")
+    parser.add_argument("--stride", type=int, default=None, help="occluder step in pixels (default: window / 6)")
+    parser.add_argument("--fill", type=float, default=0.0, help="occluder value after normalisation (default 0)")
+    parser.add_argument("--size", type=int, default=None, help="input side in pixels (default: the model's)")
+    parser.add_argument("--out", type=Path, default=Path("zf-attr-occlusion"), metavar="DIR", help="output folder")
+
+
+def _run_occlusion_study(args: argparse.Namespace) -> int:
+    """The paper's four-panel occlusion study (Fig. 7) of one image."""
+    from zf_attr._explain import ExplainError, load_model, run_occlusion_study
+
+    try:
+        if not args.image.is_file():
+            raise ExplainError(f"no such image file: {str(args.image)!r}")
+        loaded = load_model(args.model, args.weights, args.size)
+        window = args.window or max(4, loaded.size // 3)
+        stride = args.stride or max(1, window // 6)
+        out = _prepare_out(args.out)
+        run_occlusion_study(
+            loaded, args.image, out, target=args.target, layer=args.layer, window=window, stride=stride,
+            fill=args.fill, report=lambda path: print(path, flush=True),
+        )  # fmt: skip
+    except ExplainError as error:
+        raise CommandError(str(error)) from error
+    return 0
+
+
 #: Every subcommand, by name; add an entry (and its two functions) to add a subcommand.
 COMMANDS: dict[str, Command] = {
     "demo": Command(
@@ -179,6 +215,11 @@ COMMANDS: dict[str, Command] = {
         help="attribution figures (deconvnet, guided, gradient, occlusion) for image files, folders or globs",
         configure=_configure_explain,
         run=_run_explain,
+    ),
+    "occlusion-study": Command(
+        help="the paper's four-panel occlusion study (Fig. 7) of one image: figure and JSON",
+        configure=_configure_occlusion_study,
+        run=_run_occlusion_study,
     ),
     "train": Command(
         help="train a ZFNet with the paper's recipe on an ImageFolder tree or generated shapes (checkpoints, resume)",
