@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,7 +167,7 @@ def test_memory_budget_limits_the_batch_and_leaves_results_unchanged() -> None:
     x = torch.randn(2, 3, 16, 16)
     _, per_copy = measured_forward(lambda: model(x), (x,))
     conv_output = 2 * 32 * 16 * 16 * 4
-    assert per_copy >= 4 * conv_output + x.numel() * 4  # the estimate sees the largest activation
+    assert per_copy >= 5 * conv_output + x.numel() * 4  # the estimate sees the largest activation
     kwargs = dict(sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), target=1)  # 49 windows
     large, small = Recorder(model), Recorder(model)
     expected = OcclusionSensitivity(large).attribute(x, **kwargs)
@@ -326,22 +327,28 @@ def test_cuda_matches_cpu() -> None:
 
 
 MEMORY_PROBE = """
-import resource, sys, torch, torchvision
+import sys, torch, torchvision
 from zf_attr import OcclusionSensitivity
+
+
+def peak_resident_bytes():  # VmHWM: this process's own high-water mark (ru_maxrss inherits the parent's)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
 torch.manual_seed(0)
 model = torchvision.models.resnet18(weights=None).eval()
 x = torch.randn(1, 3, 160, 160)
 with torch.no_grad():
     model(x)  # warm up: the allocator and the model are resident before the measurement starts
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = peak_resident_bytes()
 method = OcclusionSensitivity(model)
 method.attribute(x, (3, 16, 16), strides=(3, 16, 16), target=1, memory_budget=int(sys.argv[1]))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(after - before, method.last_perturbations_per_eval)
+print(peak_resident_bytes() - before, method.last_perturbations_per_eval)
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="peak resident memory (ru_maxrss in KiB) as on Linux")
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak resident memory from /proc")
 def test_measured_peak_memory_stays_within_the_budget() -> None:
     """Peak resident memory of a fresh process, measured around the sweep (a high-water mark cannot be reset)."""
 

@@ -8,26 +8,41 @@ Example:
 """
 
 from zf_attr._intercept import Interceptor, intercept, record_switches
-from zf_attr.attr import Deconvnet, GuidedBackprop, OcclusionSensitivity
+from zf_attr.attr import (
+    Deconvnet,
+    FeatureMapDeconvnet,
+    FeatureMapProjections,
+    GuidedBackprop,
+    NeuronDeconvnet,
+    OcclusionSensitivity,
+)
 from zf_attr.errors import UnhonouredLayerWarning, ZFAttrWarning
 from zf_attr.rules import BackwardRule, get_rule
 from zf_attr.switches import ActivationCall, ForwardTrace, PoolSwitches
 
 __version__ = "0.1.0"
 
+from zf_attr import analysis, metrics, models  # subpackages, usable after `import zf_attr`
+
 __all__ = [
     "ActivationCall",
     "BackwardRule",
     "Deconvnet",
+    "FeatureMapDeconvnet",
+    "FeatureMapProjections",
     "ForwardTrace",
     "GuidedBackprop",
     "Interceptor",
+    "NeuronDeconvnet",
     "OcclusionSensitivity",
     "PoolSwitches",
     "UnhonouredLayerWarning",
     "ZFAttrWarning",
     "__version__",
+    "analysis",
     "get_rule",
     "intercept",
+    "metrics",
+    "models",
     "record_switches",
 ]

@@ -45,6 +45,7 @@ def capture_layer_output(
     *,
     stop: bool = False,
     transform: Callable[[Tensor], Any] | None = None,
+    layer_input: bool = False,
 ) -> tuple[Any, Any]:
     """Run ``model(*inputs)`` and return ``(layer output, model output)``.
 
@@ -55,17 +56,25 @@ def capture_layer_output(
         stop: end the forward pass right after ``layer`` (the model output is then ``None``).
         transform: applied to the layer output inside the hook, before any later in-place operation (e.g. an
             in-place ReLU after a conv layer) can change it; its result is returned instead of the output.
+        layer_input: capture the layer's (first) input instead of its output; with ``stop`` the forward pass
+            then ends before the layer runs.
     """
     captured: list[Any] = []
 
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
-        if not isinstance(output, Tensor):
-            raise TypeError(f"the layer returns {type(output).__name__}; choose a layer that returns a tensor")
-        captured[:] = [output if transform is None else transform(output)]
+    def keep(value: Any, what: str) -> None:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"the layer's {what} is a {type(value).__name__}; choose a layer whose {what} is a tensor")
+        captured[:] = [value if transform is None else transform(value)]
         if stop:
             raise _StopForward
 
-    handle = layer.register_forward_hook(hook)
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        keep(output, "output")
+
+    def pre_hook(module: nn.Module, args: Any) -> None:
+        keep(args[0] if args else None, "input")
+
+    handle = layer.register_forward_pre_hook(pre_hook) if layer_input else layer.register_forward_hook(hook)
     try:
         output = model(*inputs)
     except _StopForward:

@@ -7,7 +7,7 @@ that occlusion needs anyway:
   (the peak statistics of the device are reset for this), plus the bytes of the occluded inputs.
 * **CPU** (and any other device): an estimate from a temporary global module forward hook
   (``torch.nn.modules.module.register_module_forward_hook``, removed before returning) that sees every module
-  call, also inside plain callables: ``4 ×`` the largest module output (the live input of a layer, its output,
+  call, also inside plain callables: ``5 ×`` the largest module output (the live input of a layer, its output,
   a held skip connection and the convolution's workspace; measured peak resident memory of ResNet-18 and VGG-11
   sweeps stays within the budget with this factor, see ``tests/test_occlusion.py``) plus the bytes of the
   inputs and of the model output. A forward function that
@@ -84,7 +84,7 @@ def measured_forward(forward: Callable[[], Any], inputs: tuple[Tensor, ...]) -> 
         output = forward()
     finally:
         handle.remove()
-    return output, 4 * largest + input_bytes + _bytes(output)
+    return output, 5 * largest + input_bytes + _bytes(output)
 
 
 def copies_per_batch(memory_budget: int, bytes_per_copy: int, num_windows: int) -> int:
