@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from zf_attr._captum_compat import validate_model
 from zf_attr._intercept import intercept
 from zf_attr.attr._layers import capture_layer_output, default_feature_layer, resolve_layer
+from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.occlusion import WindowGrid, copies_per_batch, default_memory_budget, iter_occluded, measured_forward
 
 __all__ = ["OcclusionStudy", "occlusion_study", "project_feature_map"]
@@ -140,6 +141,7 @@ def occlusion_study(
         ('pool5', (7, 7))
     """
     validate_model(model)
+    validate_variant(variant)
     if not isinstance(image, Tensor) or not image.is_floating_point():
         raise TypeError("image must be a floating-point tensor (C, H, W), preprocessed as the model expects")
     if image.dim() == 4 and image.shape[0] == 1:

@@ -21,11 +21,18 @@ from zf_attr._intercept import intercept
 from zf_attr.errors import UnhonouredLayerWarning
 from zf_attr.rules import NONRECTIFIER_POLICIES
 
-__all__ = ["VARIANTS", "RuleAttribution"]
+__all__ = ["VARIANTS", "RuleAttribution", "validate_variant"]
 
 #: ``"gradient"``: every layer but the rectifiers passes its true Jacobian (Captum, TorchRay, zennit).
 #: ``"strict"``: as the paper's deconvnet, normalisation layers are skipped (identity) on the way down.
 VARIANTS: tuple[str, ...] = ("gradient", "strict")
+
+
+def validate_variant(variant: str) -> str:
+    """Return ``variant`` if it is one of :data:`VARIANTS`, else raise ``ValueError`` naming it."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r} is not known; choose one of {list(VARIANTS)}")
+    return variant
 
 
 class RuleAttribution(GradientAttribution):
@@ -38,8 +45,7 @@ class RuleAttribution(GradientAttribution):
 
     def __init__(self, model: nn.Module, *, variant: str = "gradient", nonrectifier_policy: str = "gradient") -> None:
         validate_model(model)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant={variant!r} is not known; choose one of {list(VARIANTS)}")
+        validate_variant(variant)
         if nonrectifier_policy not in NONRECTIFIER_POLICIES:
             raise ValueError(
                 f"nonrectifier_policy={nonrectifier_policy!r} is not known; choose one of {list(NONRECTIFIER_POLICIES)}"

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from zf_attr._captum_compat import format_additional_forward_args, format_inputs, validate_model
 from zf_attr._intercept import intercept
 from zf_attr.attr._layers import capture_layer_output, resolve_layer
-from zf_attr.attr._rule_attribution import VARIANTS
+from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
 from zf_attr.errors import UnhonouredLayerWarning, ZFAttrWarning
 
@@ -84,8 +84,7 @@ class FeatureMapDeconvnet:
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, variant: str = "gradient") -> None:
         validate_model(model)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant={variant!r} is not known; choose one of {list(VARIANTS)}")
+        validate_variant(variant)
         self.model = model
         self.layer_name, self.layer = resolve_layer(model, layer)
         self.variant = variant

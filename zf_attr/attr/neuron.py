@@ -19,7 +19,7 @@ from zf_attr._captum_compat import (
 )
 from zf_attr._intercept import intercept
 from zf_attr.attr._layers import capture_layer_output, resolve_layer
-from zf_attr.attr._rule_attribution import VARIANTS
+from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.errors import UnhonouredLayerWarning
 
 __all__ = ["NeuronDeconvnet", "select_neuron"]
@@ -108,8 +108,7 @@ class NeuronDeconvnet(NeuronAttribution, GradientAttribution):
         variant: str = "gradient",
     ) -> None:
         validate_model(model)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant={variant!r} is not known; choose one of {list(VARIANTS)}")
+        validate_variant(variant)
         self.layer_name, module = resolve_layer(model, layer)
         NeuronAttribution.__init__(self, model, module, device_ids)
         GradientAttribution.__init__(self, model)
