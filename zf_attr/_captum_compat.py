@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "attribution_method",
+    "check_indices",
     "format_additional_forward_args",
     "format_inputs",
     "format_output",
@@ -179,13 +180,32 @@ def _select_column(output: Tensor, index: int | tuple) -> Tensor:
             f"target {index!r} has {len(indices)} indices but the model output {tuple(output.shape)} has only "
             f"{output.dim() - 1} non-batch dimensions"
         )
+    check_indices(output, indices, "target", index, what="model output")
+    return output[(slice(None), *indices)]
+
+
+def check_indices(
+    output: Tensor, indices: tuple, argument: str, shown: object, *, what: str, allow_slices: bool = False
+) -> None:
+    """Check that ``output[:, *indices]`` is valid; errors name ``argument`` and show its value ``shown``.
+
+    Args:
+        output: the tensor to index, first dimension = batch.
+        indices: one int (or slice, with ``allow_slices``) per non-batch dimension indexed.
+        argument: the user's argument name, e.g. ``"target"``.
+        shown: the argument's value as the user passed it.
+        what: how the indexed tensor is named in the message, e.g. ``"model output"``.
+        allow_slices: accept slices as entries.
+    """
+    kinds = "ints or slices" if allow_slices else "ints"
     for position, value in enumerate(indices):
+        if allow_slices and isinstance(value, slice):
+            continue
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"target entries must be ints, got {type(value).__name__} in {index!r}")
+            raise TypeError(f"{argument} entries must be {kinds}, got {value!r} in {shown!r}")
         size = output.shape[position + 1]
         if not -size <= value < size:
             raise ValueError(
-                f"target {index!r} is out of range for model output of shape {tuple(output.shape)} "
+                f"{argument} {shown!r} is out of range for {what} of shape {tuple(output.shape)} "
                 f"(dimension {position + 1} has {size} entries)"
             )
-    return output[(slice(None), *indices)]

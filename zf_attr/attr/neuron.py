@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from zf_attr._captum_compat import (
     attribution_method,
+    check_indices,
     format_additional_forward_args,
     format_inputs,
     format_output,
@@ -56,17 +57,7 @@ def select_neuron(layer_output: Tensor, neuron_selector: NeuronSelector) -> Tens
             f"neuron_selector {neuron_selector!r} has {len(index)} indices but the layer output "
             f"{tuple(layer_output.shape)} has {layer_output.dim() - 1} non-batch dimensions"
         )
-    for position, value in enumerate(index):
-        if isinstance(value, slice):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"neuron_selector entries must be ints or slices, got {value!r}")
-        size = layer_output.shape[position + 1]
-        if not -size <= value < size:
-            raise ValueError(
-                f"neuron_selector {neuron_selector!r} is out of range for the layer output "
-                f"{tuple(layer_output.shape)} (dimension {position + 1} has {size} entries)"
-            )
+    check_indices(layer_output, index, "neuron_selector", neuron_selector, what="the layer output", allow_slices=True)
     selected = layer_output[(slice(None), *index)]
     return selected.reshape(selected.shape[0], -1).sum(1)
 
