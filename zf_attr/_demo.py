@@ -180,10 +180,8 @@ def run_demo(out: Path, seed: int = 0, report: Callable[[Path], None] = print) -
     }
     with _quiet_captum():
         for name, network in _random_init_models(seed):
-            with torch.no_grad():
+            with zf_attr.record_switches(network) as trace, torch.no_grad():  # one pass: targets and the trace
                 targets = network(images).argmax(dim=1).tolist()
-            with zf_attr.record_switches(network) as trace:
-                network(images)
             comparison = _captum_comparison(network, images, targets)
             gradient = comparison["gradient"]
             differences = {
