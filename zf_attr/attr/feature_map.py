@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +16,7 @@ from zf_attr.attr._layers import capture_layer_output, resolve_layer
 from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
 from zf_attr.errors import UnhonouredLayerWarning, ZFAttrWarning
+from zf_attr.switches import ForwardTrace
 
 __all__ = ["MODES", "FeatureMapDeconvnet", "FeatureMapProjections"]
 
@@ -146,25 +147,28 @@ class FeatureMapDeconvnet:
         extra_args = format_additional_forward_args(additional_forward_args)
         # The field first, outside the interception (it may run the model once, see ``receptive_field``).
         field, field_problem = (None, "") if mode == "map" else self._field_or_problem((images.detach(), *extra_args))
-        leaf = images.detach().requires_grad_(True)
-        interceptor = intercept(self.model, "deconvnet", skip_normalization=self.variant == "strict")
+        activation, leaf, trace = self._forward(images, extra_args)
         with torch.enable_grad():
-            with interceptor as trace:
-                activation, _ = capture_layer_output(self.model, self.layer, (leaf, *extra_args), stop=True)
-            if activation.dim() != 4:
-                raise ValueError(
-                    f"layer {self.layer_name!r} returns shape {tuple(activation.shape)}; FeatureMapDeconvnet needs a "
-                    "feature map (N, C, h, w)"
-                )
             chosen = _channels(channels, activation.shape[1], self.layer_name)
             values, flat = _strongest(activation.detach(), chosen, k)
-            seeds = _SeedMaker(activation.detach(), chosen.repeat_interleave(k), flat, values, mode)
-            projections = self._project(activation, leaf, seeds, chunk_size, vectorize)
-        # Only non-rectifying activations below the layer are a problem here: a layer below the first rectifier
-        # or max-pool is projected by its transposed filters, which is the paper's projection for such a layer.
-        report = trace.unhonoured_report(type(self).__name__, "deconvnet") if trace.other_activations else None
-        if report is not None:
-            warnings.warn(report, UnhonouredLayerWarning, stacklevel=2)
+            count = len(chosen) * k
+            if mode == "map":
+                maker = _MapSeeds(activation.detach(), chosen)
+                chunks = _backward(activation, leaf, maker, count, chunk_size, vectorize)
+                projections = torch.cat([grad for _, _, grad in chunks]).transpose(0, 1)
+            else:
+                n = activation.shape[0]
+                rows = torch.stack(
+                    [
+                        torch.arange(n, device=flat.device).repeat_interleave(count),
+                        chosen.repeat_interleave(k).to(flat.device).repeat(n),
+                        flat.reshape(-1),
+                    ],
+                    dim=1,
+                )
+                projections = _project_rows(activation, leaf, rows, chunk_size, vectorize)
+                projections = projections.reshape(n, count, *projections.shape[1:])
+        self._warn_unhonoured(trace)
         width = activation.shape[-1]
         locations = torch.stack([flat // width, flat % width], dim=-1)
         boxes = None
@@ -189,25 +193,96 @@ class FeatureMapDeconvnet:
         except ReceptiveFieldError as error:
             return None, str(error)
 
-    @staticmethod
-    def _project(activation: Tensor, leaf: Tensor, seeds: _SeedMaker, chunk_size: int, vectorize: bool) -> Tensor:
-        """``(N, M, C, H, W)`` projections of the seeds, in chunks, from the one recorded graph."""
-        count = seeds.count
-        chunks = []
-        for start in range(0, count, chunk_size):
-            stop = min(start + chunk_size, count)
-            seed = seeds.make(start, stop)
-            keep = stop < count
-            if vectorize:
-                (grad,) = torch.autograd.grad(activation, leaf, seed, retain_graph=keep, is_grads_batched=True)
-            else:
-                grads = [
-                    torch.autograd.grad(activation, leaf, seed[j], retain_graph=keep or j < len(seed) - 1)[0]
-                    for j in range(len(seed))
-                ]
-                grad = torch.stack(grads)
-            chunks.append(grad.detach())
-        return torch.cat(chunks).transpose(0, 1)
+    def project_seeds(
+        self,
+        inputs: Tensor,
+        seeds: Tensor,
+        chunk_size: int = 32,
+        *,
+        additional_forward_args: Any = None,
+        vectorize: bool = True,
+    ) -> Tensor:
+        """Project arbitrary activations of the layer, each seeded with its own value, to pixel space.
+
+        Seed ``s`` keeps the activation at ``seeds[s]``, sets every other activation of the layer to zero and
+        passes the result down the deconvnet: exactly what :meth:`attribute` with ``mode="max"`` does for that
+        location. One forward pass (stopping after the layer) serves all seeds; it runs on the images the
+        seeds refer to. The backward passes are batched: seeds are dealt into *slots* holding at most one seed
+        per image, and ``chunk_size`` slots go down together (vmap), so the cost is that of
+        ``max(seeds per image)`` backward passes of the images used.
+
+        Args:
+            inputs: images ``(N, C, H, W)``.
+            seeds: integer tensor ``(S, 3)`` of rows ``(image_index, channel, flat_location)`` with
+                ``flat_location = row * w + col`` in the layer's ``h × w`` map, or ``(S, 4)`` of rows
+                ``(image_index, channel, row, col)``. Rows may repeat images or whole seeds, in any order.
+            chunk_size: slots (each up to one seed per image) per batched backward pass; memory grows with it.
+            additional_forward_args: extra model arguments after the inputs (one value or a tuple).
+            vectorize: batch the backward passes with vmap; ``False`` runs them one by one (same result).
+
+        Returns:
+            Projections ``(S, C, H, W)``, in the order of ``seeds`` (``(0, C, H, W)`` for no seeds).
+
+        Raises:
+            TypeError, ValueError: bad inputs or seeds (shape, dtype, an index out of range); the message
+                names the argument.
+
+        Example:
+            >>> import torch, torchvision
+            >>> from zf_attr import FeatureMapDeconvnet
+            >>> model = torchvision.models.resnet18().eval()
+            >>> projector = FeatureMapDeconvnet(model, "layer2")   # 128 maps of 8×8 for 64×64 images
+            >>> seeds = torch.tensor([[0, 5, 27], [1, 5, 0], [0, 100, 63]])   # (image, channel, row * 8 + col)
+            >>> projector.project_seeds(torch.randn(2, 3, 64, 64), seeds).shape
+            torch.Size([3, 3, 64, 64])
+        """
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size!r} must be a positive int")
+        images = _single_input(inputs, self.model)
+        extra_args = format_additional_forward_args(additional_forward_args)
+        count = len(images)
+        rows = _seed_rows(seeds, count)
+        if not len(rows):
+            return images.new_zeros((0, *images.shape[1:]))
+        used, rows[:, 0] = rows[:, 0].unique(return_inverse=True)
+        if len(used) < count:  # examples are independent: only the images the seeds refer to
+            images = images[used.to(images.device)]
+            extra_args = tuple(_take(arg, used, count) for arg in extra_args)
+        activation, leaf, trace = self._forward(images, extra_args)
+        _, channels, height, width = activation.shape
+        if rows.shape[1] == 4:
+            size = f"the layer's map is {height}×{width}"
+            _check_range(rows, 2, height, "row", size, seeds)
+            _check_range(rows, 3, width, "column", size, seeds)
+            rows = torch.stack([rows[:, 0], rows[:, 1], rows[:, 2] * width + rows[:, 3]], dim=1)
+        _check_range(rows, 1, channels, "channel", f"layer {self.layer_name!r} has {channels} channels", seeds)
+        why = f"the layer's map is {height}×{width}, flat_location = row * {width} + col"
+        _check_range(rows, 2, height * width, "flat location", why, seeds)
+        with torch.enable_grad():
+            projections = _project_rows(activation, leaf, rows.to(activation.device), chunk_size, vectorize)
+        self._warn_unhonoured(trace)
+        return projections
+
+    def _forward(self, images: Tensor, extra_args: tuple[Any, ...]) -> tuple[Tensor, Tensor, ForwardTrace]:
+        """The layer's output (its graph recorded under the deconvnet rule), the input leaf, and the trace."""
+        leaf = images.detach().requires_grad_(True)
+        interceptor = intercept(self.model, "deconvnet", skip_normalization=self.variant == "strict")
+        with torch.enable_grad():
+            with interceptor as trace:
+                activation, _ = capture_layer_output(self.model, self.layer, (leaf, *extra_args), stop=True)
+        if activation.dim() != 4:
+            raise ValueError(
+                f"layer {self.layer_name!r} returns shape {tuple(activation.shape)}; FeatureMapDeconvnet needs a "
+                "feature map (N, C, h, w)"
+            )
+        return activation, leaf, trace
+
+    def _warn_unhonoured(self, trace: ForwardTrace) -> None:
+        # Only non-rectifying activations below the layer are a problem here: a layer below the first rectifier
+        # or max-pool is projected by its transposed filters, which is the paper's projection for such a layer.
+        report = trace.unhonoured_report(type(self).__name__, "deconvnet") if trace.other_activations else None
+        if report is not None:
+            warnings.warn(report, UnhonouredLayerWarning, stacklevel=3)
 
 
 def _single_input(inputs: Any, model: nn.Module) -> Tensor:
@@ -252,20 +327,105 @@ def _strongest(activation: Tensor, chosen: Tensor, k: int) -> tuple[Tensor, Tens
     return values.flatten(1), flat.flatten(1)
 
 
-class _SeedMaker:
-    """Builds chunks of seeds ``(m, N, C, h, w)``: one kept activation (or map) per seed, zeros elsewhere."""
+def _seed_rows(seeds: Any, count: int) -> Tensor:
+    """Validated ``(S, 3)`` or ``(S, 4)`` int64 copy of ``seeds`` (image indices checked against ``count``)."""
+    if not isinstance(seeds, Tensor):
+        raise TypeError(f"seeds must be an integer tensor (S, 3) or (S, 4), got {type(seeds).__name__}")
+    if seeds.is_floating_point() or seeds.is_complex() or seeds.dtype == torch.bool:
+        raise ValueError(f"seeds must hold integer indices (int64), got dtype {seeds.dtype}")
+    if seeds.dim() != 2 or seeds.shape[1] not in (3, 4):
+        raise ValueError(
+            f"seeds has shape {tuple(seeds.shape)}; pass (S, 3) rows (image, channel, flat_location) or (S, 4) "
+            "rows (image, channel, row, col)"
+        )
+    rows = seeds.detach().to("cpu", torch.long).clone()
+    _check_range(rows, 0, count, "image index", f"inputs holds {count} images", seeds)
+    return rows
 
-    def __init__(self, activation: Tensor, channels: Tensor, flat: Tensor, values: Tensor, mode: str) -> None:
-        self.activation, self.channels, self.flat, self.values, self.mode = activation, channels, flat, values, mode
-        self.count = len(channels)
+
+def _check_range(rows: Tensor, column: int, stop: int, what: str, why: str, seeds: Tensor) -> None:
+    bad = ((rows[:, column] < 0) | (rows[:, column] >= stop)).nonzero()
+    if len(bad):
+        s = int(bad[0])
+        raise ValueError(
+            f"seeds[{s}] = {seeds[s].tolist()} has {what} {int(rows[s, column])}, out of range [0, {stop}): "
+            f"{why} ({len(bad)} bad row(s) in all)"
+        )
+
+
+def _take(arg: Any, used: Tensor, count: int) -> Any:
+    """The rows ``used`` of a per-example extra argument (a tensor with ``count`` rows); anything else as is."""
+    if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == count:
+        return arg[used.to(arg.device)]
+    return arg
+
+
+class _Seeds(Protocol):
+    def make(self, start: int, stop: int) -> Tensor: ...
+
+
+def _backward(
+    activation: Tensor, leaf: Tensor, seeds: _Seeds, slots: int, chunk_size: int, vectorize: bool
+) -> Iterator[tuple[int, int, Tensor]]:
+    """``(start, stop, grad)`` per chunk of slots; ``grad`` is ``(stop - start, N, C, H, W)``."""
+    for start in range(0, slots, chunk_size):
+        stop = min(start + chunk_size, slots)
+        seed = seeds.make(start, stop)
+        keep = stop < slots
+        if vectorize:
+            (grad,) = torch.autograd.grad(activation, leaf, seed, retain_graph=keep, is_grads_batched=True)
+        else:
+            grads = [
+                torch.autograd.grad(activation, leaf, seed[j], retain_graph=keep or j < len(seed) - 1)[0]
+                for j in range(len(seed))
+            ]
+            grad = torch.stack(grads)
+        yield start, stop, grad.detach()
+
+
+def _project_rows(activation: Tensor, leaf: Tensor, rows: Tensor, chunk_size: int, vectorize: bool) -> Tensor:
+    """Projections ``(S, C, H, W)`` of validated seed rows ``(image, channel, flat)`` (on the activation's device)."""
+    out = leaf.new_zeros(len(rows), *leaf.shape[1:])
+    if not len(rows):
+        return out
+    seeds = _RowSeeds(activation.detach(), rows)
+    for start, stop, grad in _backward(activation, leaf, seeds, seeds.slots, chunk_size, vectorize):
+        chosen = ((seeds.slot >= start) & (seeds.slot < stop)).nonzero().squeeze(1)
+        out[chosen] = grad[seeds.slot[chosen] - start, rows[chosen, 0]]
+    return out
+
+
+class _RowSeeds:
+    """Seed rows dealt into slots, at most one per image each; a chunk of slots is a seed ``(m, N, C, h, w)``."""
+
+    def __init__(self, activation: Tensor, rows: Tensor) -> None:
+        self.activation, self.rows = activation, rows
+        images = rows[:, 0]
+        order = torch.sort(images, stable=True).indices
+        counts = torch.bincount(images, minlength=activation.shape[0])
+        firsts = counts.cumsum(0) - counts
+        self.slot = torch.empty_like(images)
+        self.slot[order] = torch.arange(len(rows), device=rows.device) - firsts[images[order]]
+        self.slots = int(counts.max())
 
     def make(self, start: int, stop: int) -> Tensor:
         n, c, h, w = self.activation.shape
         seed = self.activation.new_zeros(stop - start, n, c, h * w)
-        for j, m in enumerate(range(start, stop)):
-            channel = int(self.channels[m])
-            if self.mode == "map":
-                seed[j, :, channel] = self.activation[:, channel].flatten(1)
-            else:
-                seed[j, torch.arange(n, device=seed.device), channel, self.flat[:, m]] = self.values[:, m]
+        chosen = ((self.slot >= start) & (self.slot < stop)).nonzero().squeeze(1)
+        image, channel, flat = self.rows[chosen].unbind(1)
+        values = self.activation.reshape(n, c, h * w)[image, channel, flat]
+        seed[self.slot[chosen] - start, image, channel, flat] = values
         return seed.reshape(stop - start, n, c, h, w)
+
+
+class _MapSeeds:
+    """Whole maps as seeds: slot ``m`` keeps map ``channels[m]`` of every image, zeros elsewhere."""
+
+    def __init__(self, activation: Tensor, channels: Tensor) -> None:
+        self.activation, self.channels = activation, channels.to(activation.device)
+
+    def make(self, start: int, stop: int) -> Tensor:
+        seed = self.activation.new_zeros(stop - start, *self.activation.shape)
+        for j, channel in enumerate(self.channels[start:stop].tolist()):
+            seed[j, :, channel] = self.activation[:, channel]
+        return seed
