@@ -1,0 +1,91 @@
+"""Sharded mining on torch.distributed: which shard this process mines, and the exact merge of all shards.
+
+Under ``torchrun --nproc_per_node N`` every process calls :func:`~zf_attr.analysis.mine_top_k` the same way;
+each mines the images at positions ``rank, rank + N, rank + 2N, ...`` of the data (disjoint shards, no padding
+duplicates), and the per-rank results are gathered with ``all_gather_object`` and merged exactly, so every rank
+returns the result a single process would have computed. The process group is the user's, or initialised here
+from torchrun's environment variables (``gloo`` on CPU, ``nccl`` when CUDA is available).
+
+Example:
+    >>> from zf_attr.analysis.distributed import current_shard, rank_path
+    >>> current_shard(None) is None          # not launched by torchrun: a single process mines everything
+    True
+    >>> rank_path("atlas/mined.pt", rank=1, world_size=4).as_posix()
+    'atlas/mined.rank1-of-4.pt'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from zf_attr.analysis.topk import TopKActivations
+
+__all__ = ["current_shard", "gather_merge", "init_from_env", "rank_path"]
+
+
+def init_from_env(backend: str | None = None) -> None:
+    """Initialise the default process group from torchrun's variables (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ...).
+
+    Args:
+        backend: ``"gloo"`` or ``"nccl"``; by default ``nccl`` when CUDA is available (each process then uses
+            the GPU ``LOCAL_RANK``), else ``gloo``.
+    """
+    if dist.is_initialized():
+        return
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+
+
+def current_shard(distributed: bool | None) -> tuple[int, int] | None:
+    """``(rank, world_size)`` of this process when mining is to be sharded, else ``None``.
+
+    Args:
+        distributed: ``None`` (auto): shard when torch.distributed is initialised with more than one process,
+            or when torchrun's ``WORLD_SIZE`` is above 1 (the process group is then initialised here);
+            ``True``: require that; ``False``: never shard.
+
+    Raises:
+        ValueError: ``distributed=True`` outside a distributed launch.
+    """
+    if distributed is False:
+        return None
+    if not isinstance(distributed, bool) and distributed is not None:
+        raise TypeError(f"distributed must be None (auto), True or False, got {distributed!r}")
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        init_from_env()
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if distributed:
+        raise ValueError(
+            "distributed=True, but torch.distributed is not initialised and WORLD_SIZE is not set; launch with "
+            "`torchrun --nproc_per_node N script.py` or call torch.distributed.init_process_group() first"
+        )
+    return None
+
+
+def gather_merge(result: TopKActivations | None) -> TopKActivations | None:
+    """Gather every rank's result and merge them exactly (in rank order; the merge is order-independent).
+
+    Every rank must call it (a collective) and gets the merged result. A rank whose shard held no image passes
+    ``None``; the result is ``None`` only when no rank saw an image.
+    """
+    parts: list[TopKActivations | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, result)
+    merged: TopKActivations | None = None
+    for part in parts:
+        if part is not None:
+            merged = part if merged is None else merged.merge(part)
+    return merged
+
+
+def rank_path(path: str | os.PathLike[str], rank: int, world_size: int) -> Path:
+    """The per-rank file of a checkpoint path: ``mined.pt`` becomes ``mined.rank{rank}-of-{world_size}.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rank{rank}-of-{world_size}{path.suffix}")

@@ -1,0 +1,389 @@
+"""Stream a data set through a model and keep, per feature map of a layer, its k strongest activations.
+
+Memory is bounded by ``k × channels`` (plus one batch): per-image activations are never kept. The forward pass
+stops right after the layer, under ``torch.no_grad``. Runs can be checkpointed and resumed, combined with
+:meth:`~zf_attr.analysis.TopKActivations.merge`, and sharded over processes under ``torchrun``
+(:mod:`zf_attr.analysis.distributed`).
+
+Example:
+    >>> import torch, torchvision
+    >>> from zf_attr.analysis import mine_top_k
+    >>> model = torchvision.models.resnet18().eval()
+    >>> mined = mine_top_k(model, "layer2", torch.randn(6, 3, 64, 64), k=3, channels=[0, 5], show_progress=False)
+    >>> tuple(mined.values.shape), tuple(mined.locations.shape), mined.images_seen, mined.map_size
+    ((2, 3), (2, 3, 2), 6, (8, 8))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset
+
+from zf_attr.analysis.distributed import current_shard, gather_merge, rank_path
+from zf_attr.analysis.topk import TopKActivations
+from zf_attr.attr._layers import capture_layer_output, resolve_layer
+
+__all__ = ["mine_top_k"]
+
+Batch = tuple[Tensor, Tensor]  # (ids (n,), images (n, C, H, W))
+
+
+def mine_top_k(
+    model: nn.Module,
+    layer: str | nn.Module,
+    data: Any,
+    k: int = 9,
+    channels: int | Sequence[int] | Tensor | None = None,
+    *,
+    one_per_image: bool = True,
+    batch_size: int = 32,
+    resume_from: str | os.PathLike[str] | TopKActivations | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 50,
+    show_progress: bool = True,
+    distributed: bool | None = None,
+) -> TopKActivations:
+    """Mine the ``k`` strongest activations of each chosen feature map of ``layer`` over ``data``.
+
+    Image ids are global positions in the data: the index in a tensor or ``Dataset``, the running count of
+    images yielded by an iterable or ``DataLoader`` (so it is the data-set index for an unshuffled loader).
+
+    Args:
+        model: the network; put in eval mode for the run and restored afterwards, never modified.
+        layer: the layer, by name (``"layer3"``, ``"features.28"``) or as a submodule; it must return a
+            feature map ``(N, C, h, w)``.
+        data: images as a tensor ``(N, C, H, W)``, a map-style ``Dataset`` of images or ``(image, label)``
+            pairs, a ``DataLoader``, or any iterable of images ``(C, H, W)``, batches ``(n, C, H, W)`` or
+            tuples whose first element is one of those.
+        k: activations kept per channel.
+        channels: the channels to mine (an int, a sequence of ints), or ``None`` for all.
+        one_per_image: keep at most one activation per (image, channel), the image's strongest in that map (as
+            the paper's figures do); ``False`` keeps the ``k`` strongest locations wherever they are.
+        batch_size: images per forward pass for tensors, data sets and iterables of single images (a
+            ``DataLoader``'s own batches are used as they come).
+        resume_from: a result or checkpoint (object or file) of an earlier run over the *same data in the same
+            order*; the images it has seen are skipped (not loaded at all for tensors, data sets and unshuffled
+            loaders) and mining continues from it.
+        checkpoint: file to write the result to every ``checkpoint_every`` batches and at the end (atomically);
+            pass it as ``resume_from`` after an interruption. Sharded runs write one file per rank
+            (``mined.rank0-of-2.pt``, see :func:`~zf_attr.analysis.distributed.rank_path`).
+        checkpoint_every: batches between checkpoints.
+        show_progress: show a tqdm progress bar (in images).
+        distributed: ``None`` (auto): shard over the processes of torch.distributed when it runs with more than
+            one (e.g. under ``torchrun``); ``True`` requires that; ``False`` never shards. Sharded, every rank
+            mines positions ``rank::world_size`` and gets the exactly merged result of all ranks.
+
+    Returns:
+        A :class:`~zf_attr.analysis.TopKActivations`.
+
+    Raises:
+        ValueError: unknown layer (with suggestions), channel out of range, ``k < 1``, empty data, a layer
+            that is not a feature map, NaN activations, or a ``resume_from`` of another layer, ``k`` or
+            channels.
+        TypeError: ``data`` yields something that is not an image tensor.
+    """
+    layer_name, module = resolve_layer(model, layer)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} must be a positive int (the number of activations kept per channel)")
+    for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive int")
+    shard = current_shard(distributed)
+    checkpoint_path = None if checkpoint is None else Path(checkpoint)
+    if shard is not None and checkpoint_path is not None:
+        checkpoint_path = rank_path(checkpoint_path, *shard)
+    state = _resume(resume_from, shard)
+    if state is not None:
+        asked = TopKActivations.empty(layer_name, k, [0], one_per_image=one_per_image)
+        for field in ("layer", "k", "one_per_image"):
+            if getattr(state, field) != getattr(asked, field):
+                raise ValueError(
+                    f"resume_from has {field}={getattr(state, field)!r} but this run asks for "
+                    f"{field}={getattr(asked, field)!r}; resume with the arguments of the run that wrote it"
+                )
+    parameter = next(model.parameters(), None)
+    modes = [(submodule, submodule.training) for submodule in model.modules()]
+    model.eval()
+    try:
+        source = _Source(data, batch_size, shard, 0 if state is None else state.images_seen)
+        progress = _progress(show_progress, source.total, 0 if state is None else state.images_seen, shard)
+        try:
+            for count, (ids, images) in enumerate(source, start=1):
+                if parameter is not None:
+                    dtype = parameter.dtype if images.is_floating_point() else images.dtype
+                    images = images.to(device=parameter.device, dtype=dtype)
+                with torch.no_grad():
+                    activation, _ = capture_layer_output(model, module, (images,), stop=True)
+                if state is None:
+                    state = _first_state(activation, layer_name, k, channels, one_per_image)
+                elif count == 1:  # resumed: the channels asked for must be the ones mined before
+                    _check_resumed_channels(state, activation, channels)
+                state = _update(state, activation, ids)
+                progress.update(len(ids))
+                if checkpoint_path is not None and count % checkpoint_every == 0:
+                    state.save(checkpoint_path)
+        finally:
+            progress.close()
+    finally:
+        for submodule, training in modes:
+            submodule.train(training)
+    if checkpoint_path is not None and state is not None:
+        state.save(checkpoint_path)  # sharded: this rank's own shard, to resume it
+    if shard is not None:
+        state = gather_merge(state)
+        if checkpoint is not None and shard[0] == 0 and state is not None:
+            state.save(checkpoint)  # the merged result of all ranks
+    if state is None or state.images_seen == 0:
+        raise ValueError("data yielded no images; pass a non-empty tensor, data set, DataLoader or iterable")
+    return state
+
+
+def _resume(resume_from: Any, shard: tuple[int, int] | None) -> TopKActivations | None:
+    if resume_from is None or isinstance(resume_from, TopKActivations):
+        return resume_from
+    if not isinstance(resume_from, (str, os.PathLike)):
+        raise TypeError(f"resume_from must be a TopKActivations or a file path, got {type(resume_from).__name__}")
+    path = Path(resume_from) if shard is None else rank_path(resume_from, *shard)
+    if not path.exists():
+        raise ValueError(f"resume_from={str(path)!r} does not exist; pass a file written by checkpoint= or save()")
+    return TopKActivations.load(path)
+
+
+def _channels(channels: Any, count: int, layer: str) -> Tensor:
+    if channels is None:
+        return torch.arange(count)
+    if isinstance(channels, Tensor):
+        if channels.is_floating_point() or channels.is_complex() or channels.dtype == torch.bool:
+            raise TypeError(f"channels must hold integer indices, got dtype {channels.dtype}")
+        items = channels.reshape(-1).tolist()
+    elif isinstance(channels, int) and not isinstance(channels, bool):
+        items = [channels]
+    elif isinstance(channels, Sequence) and not isinstance(channels, str):
+        items = list(channels)
+    else:
+        raise TypeError(f"channels must be an int, a sequence of ints or None, got {type(channels).__name__}")
+    if not items:
+        raise ValueError("channels is empty; pass at least one channel (or None for all)")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise TypeError(f"channels must hold ints, got {item!r}")
+        if not 0 <= item < count:
+            raise ValueError(f"channels holds {item}, out of range for layer {layer!r} with {count} channels")
+    if len(set(items)) != len(items):
+        raise ValueError(f"channels holds a channel twice: {items}; list each channel once")
+    return torch.tensor(items, dtype=torch.long)
+
+
+def _first_state(activation: Tensor, layer: str, k: int, channels: Any, one_per_image: bool) -> TopKActivations:
+    if activation.dim() != 4:
+        raise ValueError(
+            f"layer {layer!r} returns shape {tuple(activation.shape)}; mining needs a feature map (N, C, h, w)"
+        )
+    chosen = _channels(channels, activation.shape[1], layer)
+    dtype = activation.dtype if activation.is_floating_point() else torch.float32
+    return TopKActivations.empty(layer, k, chosen, one_per_image=one_per_image, dtype=dtype)
+
+
+def _check_resumed_channels(state: TopKActivations, activation: Tensor, channels: Any) -> None:
+    chosen = _channels(channels, activation.shape[1] if activation.dim() == 4 else 0, state.layer)
+    if not torch.equal(chosen, state.channels):
+        raise ValueError(
+            f"resume_from mined channels {state.channels.tolist()[:12]}, this run asks for {chosen.tolist()[:12]}; "
+            "resume with the channels of the run that wrote it"
+        )
+
+
+def _update(state: TopKActivations, activation: Tensor, ids: Tensor) -> TopKActivations:
+    """Merge one batch's candidates into ``state`` (exactly: ties follow the total order)."""
+    if activation.dim() != 4:
+        raise ValueError(f"layer {state.layer!r} returns shape {tuple(activation.shape)}; expected (N, C, h, w)")
+    n, count, height, width = activation.shape
+    if int(state.channels.max()) >= count:
+        raise ValueError(f"layer {state.layer!r} has {count} channels here, fewer than the channels being mined")
+    if n > 1 and not bool((ids[1:] > ids[:-1]).all()):  # columns must run in (id, location) order
+        order = ids.argsort()
+        ids, activation = ids[order], activation[order.to(activation.device)]
+    maps = activation.index_select(1, state.channels.to(activation.device)).flatten(2)  # (n, C, h*w)
+    if state.one_per_image:
+        values, flat = maps.max(dim=2)  # first maximal location on ties: location ascending
+        values, flat, cand_ids = values.T, flat.T, ids.to(flat.device).expand(len(state.channels), n)
+    else:
+        values = maps.transpose(0, 1).reshape(len(state.channels), n * height * width)
+        flat = torch.arange(height * width, device=values.device).repeat(n).expand_as(values)
+        cand_ids = ids.to(values.device).repeat_interleave(height * width).expand_as(values)
+    if bool(values.isnan().any()):
+        bad = sorted({int(i) for i in cand_ids[values.isnan()].unique()})[:5]
+        raise ValueError(f"layer {state.layer!r} gave NaN activations for image ids {bad}; check the inputs")
+    if values.shape[1] > state.k:
+        columns = _first_k(values, state.k)
+        values, flat, cand_ids = values.gather(1, columns), flat.gather(1, columns), cand_ids.gather(1, columns)
+    locations = torch.stack([flat // width, flat % width], dim=-1)
+    return state.add_candidates(values.cpu(), cand_ids.cpu(), locations.cpu(), n, (height, width))
+
+
+def _first_k(values: Tensor, k: int) -> Tensor:
+    """Columns ``(C, k)`` of each row's ``k`` largest values, ties going to the leftmost columns (exact)."""
+    threshold = values.topk(k, dim=1).values[:, -1:]
+    greater = values > threshold
+    equal = values == threshold
+    needed = k - greater.sum(dim=1, keepdim=True)
+    take = greater | (equal & (equal.cumsum(dim=1) <= needed))
+    return take.nonzero()[:, 1].reshape(values.shape[0], k)
+
+
+def _progress(show: bool, total: int | None, initial: int, shard: tuple[int, int] | None) -> Any:
+    from tqdm.auto import tqdm
+
+    label = "mining" if shard is None else f"mining (rank {shard[0]}/{shard[1]})"
+    return tqdm(total=total, initial=initial, unit="img", desc=label, disable=not show, leave=False)
+
+
+class _Source:
+    """Batches ``(ids, images)`` of this rank's share of ``data``, after skipping its first ``skip`` images."""
+
+    def __init__(self, data: Any, batch_size: int, shard: tuple[int, int] | None, skip: int) -> None:
+        self.data, self.batch_size, self.skip = data, batch_size, skip
+        self.rank, self.world = shard or (0, 1)
+        self.total = self._total()
+
+    def _total(self) -> int | None:
+        data = self.data
+        if isinstance(data, Tensor):
+            return len(range(self.rank, len(data) if data.dim() == 4 else 1, self.world))
+        if isinstance(data, DataLoader):
+            return _own(len(data.dataset), self.rank, self.world) if _sized(data.dataset) else None
+        if isinstance(data, Dataset) and not isinstance(data, IterableDataset) and _sized(data):
+            return _own(len(data), self.rank, self.world)
+        return None
+
+    def __iter__(self) -> Iterator[Batch]:
+        data = self.data
+        if isinstance(data, Tensor):
+            return self._tensor(data)
+        if isinstance(data, DataLoader) and _plain_sequential(data):
+            return self._loader(data)
+        if isinstance(data, Dataset) and not isinstance(data, IterableDataset) and _sized(data):
+            return self._dataset(data)
+        if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+            raise TypeError(
+                f"data must be a tensor, a Dataset, a DataLoader or an iterable of images, got {type(data).__name__}"
+            )
+        return self._stream(data)
+
+    def _positions(self, length: int) -> range:
+        return range(self.rank, length, self.world)[self.skip :]
+
+    def _tensor(self, data: Tensor) -> Iterator[Batch]:
+        data = data[None] if data.dim() == 3 else data
+        if data.dim() != 4:
+            raise ValueError(f"data has shape {tuple(data.shape)}; pass images (N, C, H, W)")
+        positions = torch.tensor(self._positions(len(data)), dtype=torch.long)
+        for start in range(0, len(positions), self.batch_size):
+            ids = positions[start : start + self.batch_size]
+            yield ids, data[ids.to(data.device)]
+
+    def _dataset(self, data: Dataset) -> Iterator[Batch]:
+        positions = self._positions(len(data))  # type: ignore[arg-type]
+        for start in range(0, len(positions), self.batch_size):
+            chunk = positions[start : start + self.batch_size]
+            yield from _stack_runs(chunk, [_image(data[index], f"data[{index}]", single=True) for index in chunk])
+
+    def _loader(self, data: DataLoader) -> Iterator[Batch]:
+        positions = self._positions(len(data.dataset))  # type: ignore[arg-type]
+        if len(positions) == len(data.dataset) and self.world == 1:  # type: ignore[arg-type]
+            loader: Iterable[Any] = data
+        else:  # load only this rank's remaining images, with the user's batch size, workers and collate_fn
+            loader = DataLoader(
+                Subset(data.dataset, positions),
+                batch_size=data.batch_size,
+                num_workers=data.num_workers,
+                collate_fn=data.collate_fn,
+                pin_memory=data.pin_memory,
+            )
+        offset = 0
+        for item in loader:
+            images = _image(item, "a batch of the DataLoader", single=False)
+            ids = torch.tensor(positions[offset : offset + len(images)], dtype=torch.long)
+            offset += len(images)
+            yield ids, images
+
+    def _stream(self, data: Iterable[Any]) -> Iterator[Batch]:
+        position, own, pending_ids, pending = 0, 0, [], []
+        for item in data:
+            images = _image(item, "an item of data", single=None)
+            single = images.dim() == 3
+            batch = images[None] if single else images
+            keep = [j for j in range(len(batch)) if (position + j) % self.world == self.rank]
+            kept = []
+            for j in keep:
+                if own >= self.skip:
+                    kept.append(j)
+                own += 1
+            ids = [position + j for j in kept]
+            position += len(batch)
+            if not kept:
+                continue
+            if not single:
+                yield torch.tensor(ids, dtype=torch.long), batch[kept] if len(kept) < len(batch) else batch
+                continue
+            if pending and pending[0].shape != batch[0].shape:
+                yield torch.tensor(pending_ids, dtype=torch.long), torch.stack(pending)
+                pending_ids, pending = [], []
+            pending_ids.extend(ids)
+            pending.append(batch[0])
+            if len(pending) == self.batch_size:
+                yield torch.tensor(pending_ids, dtype=torch.long), torch.stack(pending)
+                pending_ids, pending = [], []
+        if pending:
+            yield torch.tensor(pending_ids, dtype=torch.long), torch.stack(pending)
+
+
+def _stack_runs(positions: Sequence[int], images: list[Tensor]) -> Iterator[Batch]:
+    """Stack consecutive images of one size into batches."""
+    start = 0
+    for end in range(1, len(images) + 1):
+        if end == len(images) or images[end].shape != images[start].shape:
+            yield torch.tensor(positions[start:end], dtype=torch.long), torch.stack(images[start:end])
+            start = end
+
+
+def _image(item: Any, what: str, single: bool | None) -> Tensor:
+    """The image tensor of an item: itself, or the first element of a tuple/list (``(image, label)``)."""
+    if isinstance(item, (tuple, list)) and item:
+        item = item[0]
+    if not isinstance(item, Tensor):
+        raise TypeError(f"{what} is a {type(item).__name__}; expected an image tensor or an (image, label) tuple")
+    dims = {True: (3,), False: (4,), None: (3, 4)}[single]
+    if item.dim() not in dims:
+        shapes = " or ".join({3: "(C, H, W)", 4: "(n, C, H, W)"}[d] for d in dims)
+        raise ValueError(f"{what} has shape {tuple(item.shape)}; expected {shapes}")
+    return item
+
+
+def _sized(data: Any) -> bool:
+    try:
+        len(data)
+    except TypeError:
+        return False
+    return True
+
+
+def _own(length: int, rank: int, world: int) -> int:
+    return len(range(rank, length, world))
+
+
+def _plain_sequential(loader: DataLoader) -> bool:
+    """A loader over a sized map-style data set in its own order, in fixed-size batches, dropping nothing."""
+    return (
+        isinstance(loader.sampler, SequentialSampler)
+        and loader.batch_size is not None
+        and not loader.drop_last
+        and not isinstance(loader.dataset, IterableDataset)
+        and _sized(loader.dataset)
+    )
