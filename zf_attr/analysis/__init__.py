@@ -2,6 +2,7 @@
 
 from zf_attr.analysis.comparison import ALL_METRICS, Comparison, compare
 from zf_attr.analysis.comparison_methods import KNOWN_METHODS, centre_prior, random_map
+from zf_attr.analysis.evolution import EvolutionSnapshot, FeatureEvolution
 from zf_attr.analysis.occlusion_study import OcclusionStudy, occlusion_study, project_feature_map
 from zf_attr.analysis.tables import SummaryTable
 
@@ -9,6 +10,8 @@ __all__ = [
     "ALL_METRICS",
     "KNOWN_METHODS",
     "Comparison",
+    "EvolutionSnapshot",
+    "FeatureEvolution",
     "OcclusionStudy",
     "SummaryTable",
     "centre_prior",
