@@ -78,6 +78,28 @@ class Comparison:
         values = {m: {k: v.tolist() for k, v in self.values[m].items()} for m in self.metrics}
         return SummaryTable.from_values(values, self.metrics)
 
+    def randomization_summary(self) -> SummaryTable:
+        """Spearman correlation with the original maps after each cascade step: one column per randomised layer.
+
+        Column ``"fc8"`` is after randomising the output layer only, the next after it and the layer below, and
+        so on (requires ``"randomization"`` in the metrics; methods without the test are left out).
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(), torch.nn.Flatten()).eval()
+            >>> result = compare(model, torch.rand(1, 3, 6, 6), 0, ["gradient"], metrics=["randomization"])
+            >>> result.randomization_summary().metrics
+            ('0',)
+        """
+        if not self.randomization:
+            raise ValueError("no randomisation test was run: pass metrics=[..., 'randomization'] to compare")
+        layers = next(iter(self.randomization.values())).layers
+        values = {
+            layer: {name: result.spearman[i].tolist() for name, result in self.randomization.items()}
+            for i, layer in enumerate(layers)
+        }
+        return SummaryTable.from_values(values, tuple(layers))
+
     def save_tables(self, directory: str | Path, stem: str = "comparison", decimals: int = 3) -> dict[str, Path]:
         """Write the summary as ``<stem>.csv``, ``.md`` and ``.tex`` into ``directory``; return the paths."""
         return self.summary().save(directory, stem, decimals)
@@ -263,7 +285,3 @@ def _check_unchanged(model: nn.Module, before: tuple[dict[str, Tensor], list[boo
     same = state.keys() == before[0].keys() and all(torch.equal(state[k], v) for k, v in before[0].items())
     if not same or training != before[1] or grads != before[2]:
         raise RuntimeError("the model changed during compare: one of the methods modified its weights or flags")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit("run the ZFNet comparison with: python -m zf_attr.analysis.comparison_shapes --out DIR")

@@ -76,7 +76,8 @@ class MethodSpec:
         name: the column title.
         method: the attribution object (anything with ``attribute``) or callable ``(images, targets) -> maps``.
         kwargs: extra keyword arguments of ``attribute``.
-        kind: ``"attribution"``, ``"layer"`` (a Captum layer attribution, upsampled to the image),
+        kind: ``"attribution"``, ``"layer"`` (a Captum layer attribution, upsampled bilinearly to the image; a
+            single-channel result becomes one signed ``(N, H, W)`` heat map),
             ``"callable"`` or ``"baseline"``.
         seed: the seed of the random baseline.
 
@@ -114,6 +115,8 @@ class MethodSpec:
             from captum.attr import LayerAttribution
 
             maps = LayerAttribution.interpolate(maps, size, interpolate_mode="bilinear")
+        if self.kind == "layer" and maps.dim() == 4 and maps.shape[1] == 1:
+            maps = maps[:, 0]  # one heat map per image (Grad-CAM): its sign is meaningful, keep it
         if maps.dim() not in (3, 4) or maps.shape[0] != images.shape[0] or tuple(maps.shape[-2:]) != size:
             raise ValueError(
                 f"method {self.name!r} returned maps of shape {tuple(maps.shape)} for images of shape "
@@ -188,8 +191,10 @@ def _spec(model: nn.Module, images: Tensor, name: str, method: Any, seed: int) -
     if isinstance(method, str):
         return _named(model, images, name, method, kwargs, seed)
     if hasattr(method, "attribute") and callable(method.attribute):
-        from captum.attr import LayerAttribution
+        from captum.attr import LayerAttribution, LayerGradCam
 
+        if isinstance(method, LayerGradCam):
+            kwargs.setdefault("relu_attributions", True)  # Grad-CAM as defined (Selvaraju et al.): ReLU of the sum
         return MethodSpec(name, method, kwargs, "layer" if isinstance(method, LayerAttribution) else "attribution")
     if callable(method):
         if kwargs:
