@@ -94,7 +94,11 @@ def test_demo_writes_figures_and_summary(runs: dict[str, Run]) -> None:
     assert result.returncode == 0, result.stderr
     figures = [out / "deconvnet_zfnet.png", out / "occlusion_study_zfnet.png"]
     figures += [out / f"captum_vs_zf_attr_{name}.png" for name in MODELS]
-    assert result.stdout.split() == [str(path) for path in [*figures, out / "summary.json"]]  # --quiet: paths only
+    written = [*figures, out / "summary.json", out / "report.html"]
+    assert result.stdout.split() == [str(path) for path in written]  # --quiet: paths only
+    page = (out / "report.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == len(figures)  # self-contained: figures embedded
+    assert "captum_vs_zf_attr_googlenet.png" in page and "summary.json" in page
     matplotlib_image = pytest.importorskip("matplotlib.image")
     for figure in figures:
         pixels = matplotlib_image.imread(figure)

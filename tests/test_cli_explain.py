@@ -13,6 +13,7 @@ import torch
 import torchvision
 from torchvision.transforms.functional import to_pil_image
 
+from zf_attr.cli.explain import METHODS
 from zf_attr.models.shapes import ShapesDataset
 
 
@@ -33,9 +34,7 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_explain_folder_with_every_method(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = zf_attr_cli(
-        "explain", str(image_folder), "--method", "deconvnet", "guided", "gradient", "occlusion", "--out", str(out)
-    )
+    result = zf_attr_cli("explain", str(image_folder), "--method", *METHODS, "--out", str(out))
     assert result.returncode == 0, result.stderr
     stems = ["shape0", "shape1", "shape2"]
     assert result.stdout.splitlines()[:5] == [str(out / f"{s}.png") for s in stems] + [
@@ -43,10 +42,11 @@ def test_explain_folder_with_every_method(image_folder: Path, tmp_path: Path) ->
         str(out / "summary.json"),
     ]
     arrays = np.load(out / "attributions.npz")
-    assert sorted(arrays.files) == sorted(
-        f"{s}/{m}" for s in stems for m in ("deconvnet", "guided", "gradient", "occlusion")
-    )
+    assert sorted(arrays.files) == sorted(f"{s}/{m}" for s in stems for m in METHODS)
     assert arrays["shape0/deconvnet"].shape == (3, 112, 112)
+    gradcam = arrays["shape0/gradcam"]  # Captum's LayerGradCam at pool5, upsampled to the image, rectified
+    assert gradcam.shape == (1, 112, 112) and gradcam.min() >= 0 and gradcam.max() > 0
+    assert not np.array_equal(arrays["shape0/strict"], arrays["shape0/deconvnet"])
     summary = json.loads((out / "summary.json").read_text())
     assert [entry["predicted"] for entry in summary["images"]] == [
         ShapesDataset(3, seed=9).sample(i).class_name for i in range(3)
@@ -63,7 +63,7 @@ def test_explain_torchvision_model_with_local_weights_and_glob(image_folder: Pat
     result = zf_attr_cli("explain", pattern, "--model", "resnet18", "--weights", str(weights), "--size", "64",
                          "--target", "7", "--out", str(out), "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.split()) == 4  # two figures, the arrays, the summary
+    assert len(result.stdout.split()) == 5  # two figures, the arrays, the summary, the HTML report
     summary = json.loads((out / "summary.json").read_text())
     assert {entry["target"] for entry in summary["images"]} == {"7"}
     assert "weights" in summary["model"]
@@ -78,6 +78,13 @@ def test_explain_torchvision_model_with_local_weights_and_glob(image_folder: Pat
         ),
         (["explain", "IMAGES", "--model", "resnet9000"], "zf-attr: error: --model 'resnet9000' is not a torchvision"),
         (["explain", "IMAGES", "--target", "6"], "zf-attr: error: --target 6 is out of range for 6 classes"),
+        (["explain", "IMAGES", "--mean", "0.1", "0.2"], "zf-attr: error: --mean takes 1 or 3 numbers"),
+        (["explain", "IMAGES", "--size", "112", "--resize", "100"], "zf-attr: error: --resize 100 is smaller than"),
+        (["explain", "IMAGES", "--device", "tpu:9"], "zf-attr: error: --device 'tpu:9' is not a torch device"),
+        (
+            ["explain", "IMAGES", "--method", "gradcam", "--layer", "conv9"],
+            "zf-attr: error: --layer: layer='conv9' is not a layer of the model; did you mean",
+        ),
     ],
 )
 def test_explain_errors_are_one_line(image_folder: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -96,6 +103,11 @@ def test_unreadable_image_stops_with_finished_work_on_disk(image_folder: Path, t
     assert result.returncode == 1
     assert result.stderr.strip().startswith(f"zf-attr: error: cannot read image '{broken}'")
     assert (out / "shape0.png").is_file()  # the image finished before the failure stays
+    assert list(np.load(out / "attributions.npz").files)[:1] == ["shape0/deconvnet"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and [entry["figure"] for entry in summary["images"]] == ["shape0.png"]
+    page = (out / "report.html").read_text()
+    assert "The run stopped early" in page and "cannot read image" in page and "base64," in page
 
 
 def test_occlusion_study_command(image_folder: Path, tmp_path: Path) -> None:
@@ -103,7 +115,8 @@ def test_occlusion_study_command(image_folder: Path, tmp_path: Path) -> None:
     result = zf_attr_cli("occlusion-study", str(image_folder / "shape2.png"), "--window", "40", "--stride", "12",
                          "--out", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(out / "shape2_occlusion.png"), str(out / "shape2_occlusion.json")]
+    written = [out / "shape2_occlusion.png", out / "shape2_occlusion.json", out / "report.html"]
+    assert result.stdout.split() == [str(path) for path in written]
     summary = json.loads((out / "shape2_occlusion.json").read_text())
     assert summary["layer"] == "pool5" and summary["window"] == 40
     rows, cols = len(summary["row_starts"]), len(summary["col_starts"])

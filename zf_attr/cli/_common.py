@@ -1,0 +1,115 @@
+"""What the subcommands share: errors, output folders, model arguments and the record of files written."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from zf_attr.cli._inputs import InputError, LoadedModel, load_model
+
+__all__ = [
+    "CommandError",
+    "Outputs",
+    "add_model_arguments",
+    "add_output_arguments",
+    "open_model",
+    "prepare_out",
+    "write_json",
+]
+
+#: Exit codes of ``zf-attr``.
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CommandError(RuntimeError):
+    """A runtime failure with a message meant for the user (reported as ``zf-attr: error: <message>``)."""
+
+
+def prepare_out(out: Path) -> Path:
+    """Create the output folder (and its parents) or fail with a one-line reason."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot create output folder '{out}': {error.strerror or error}") from error
+    if not out.is_dir():
+        raise CommandError(f"output path '{out}' exists and is not a folder")
+    return out
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, layer_help: str | None = None) -> None:
+    """``--model --weights --size --resize --mean --std --device`` (and ``--layer`` when ``layer_help`` is given)."""
+    group = parser.add_argument_group("model and preprocessing")
+    group.add_argument(
+        "--model", default="zfnet", help="zfnet (bundled), a torchvision name, or package.module:factory"
+    )
+    group.add_argument("--weights", type=Path, default=None, help="local weights file (.pt/.pth/.safetensors)")
+    group.add_argument("--size", type=int, default=None, help="crop side in pixels (default: the model's, e.g. 224)")
+    group.add_argument("--resize", type=int, default=None, help="short side before the crop (default: size*256/224)")
+    group.add_argument("--mean", type=float, nargs="+", default=None, help="normalisation mean (default: ImageNet's)")
+    group.add_argument("--std", type=float, nargs="+", default=None, help="normalisation std (default: ImageNet's)")
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda if present)")
+    if layer_help is not None:
+        group.add_argument("--layer", default=None, help=layer_help)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """``--out DIR`` and ``--quiet``."""
+    parser.add_argument(
+        "--out", type=Path, default=Path(default_out), metavar="DIR", help=f"output folder (default: ./{default_out})"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars; print only the paths written")
+
+
+def open_model(args: argparse.Namespace) -> LoadedModel:
+    """The model and preprocessing of :func:`add_model_arguments`'s flags."""
+    try:
+        return load_model(
+            args.model, args.weights, args.size, resize=args.resize, mean=args.mean, std=args.std, device=args.device
+        )
+    except InputError as error:
+        raise CommandError(str(error)) from error
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON (UTF-8, trailing newline) and return the path."""
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+class Outputs:
+    """The files a subcommand writes: each printed as it is finished; a self-contained HTML page at the end.
+
+    Use :meth:`session`: the report page ``report.html`` is written on the way out, also when the command fails
+    midway, so that what finished stays on disk and is browsable.
+    """
+
+    def __init__(self, out: Path, title: str) -> None:
+        self.out = prepare_out(out)
+        self.title = title
+        self.files: list[Path] = []
+        self.summary: dict[str, Any] = {}
+        self.error: str | None = None
+
+    def add(self, path: Path) -> Path:
+        """Record a finished file and print its path."""
+        self.files.append(path)
+        print(path, flush=True)
+        return path
+
+    @contextmanager
+    def session(self) -> Iterator[Outputs]:
+        """Yield ``self``; write ``report.html`` afterwards, noting the error if the body failed."""
+        from zf_attr.cli._report import write_report
+
+        try:
+            yield self
+        except BaseException as error:
+            self.error = f"{type(error).__name__}: {error}" if not isinstance(error, CommandError) else str(error)
+            raise
+        finally:
+            page = write_report(self.out / "report.html", self.title, self.files, self.summary, error=self.error)
+            print(page, flush=True)
