@@ -24,7 +24,7 @@ __all__ = ["main", "shapes_comparison", "shapes_methods"]
 
 
 def shapes_methods(model: torch.nn.Module, *, occlusion: bool = True) -> dict[str, object]:
-    """The methods of the documented comparison, for the bundled ZFNet (layer maps from ``conv5``, 6×6).
+    """The methods of the documented comparison, for the bundled ZFNet (Grad-CAM on ``relu5``, the rectified conv5 maps, 6×6).
 
     Example:
         >>> from zf_attr.models import zfnet
@@ -40,8 +40,8 @@ def shapes_methods(model: torch.nn.Module, *, occlusion: bool = True) -> dict[st
         "guided backprop": zf_attr.GuidedBackprop(model),
         "gradient": (Saliency(model), {"abs": False}),
         "integrated gradients": (IntegratedGradients(model), {"n_steps": 32, "internal_batch_size": 64}),
-        "Grad-CAM": LayerGradCam(model, model.conv5),
-        "guided Grad-CAM": GuidedGradCam(model, model.conv5),
+        "Grad-CAM": LayerGradCam(model, model.relu5),
+        "guided Grad-CAM": GuidedGradCam(model, model.relu5),
     }
     if occlusion:
         window = {"sliding_window_shapes": (3, 16, 16), "strides": (3, 8, 8), "baselines": 0.0}
@@ -83,7 +83,7 @@ def shapes_comparison(
         The :class:`~zf_attr.analysis.Comparison`.
 
     Example:
-        >>> result = shapes_comparison(None, num_images=2, occlusion=False, randomization=False, steps=4,
+        >>> result = shapes_comparison(None, num_images=1, occlusion=False, randomization=False, steps=2,
         ...                            report=lambda line: None)
         >>> result.metrics
         ('pointing', 'deletion', 'insertion', 'class_sensitivity')
