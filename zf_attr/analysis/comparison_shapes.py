@@ -24,7 +24,10 @@ __all__ = ["main", "shapes_comparison", "shapes_methods"]
 
 
 def shapes_methods(model: torch.nn.Module, *, occlusion: bool = True) -> dict[str, object]:
-    """The methods of the documented comparison, for the bundled ZFNet (Grad-CAM on ``relu5``, the rectified conv5 maps, 6×6).
+    """The methods of the documented comparison on the bundled ZFNet.
+
+    Grad-CAM and guided Grad-CAM use ``relu5``: the rectified conv5 feature maps (6×6 at 112 px), as Grad-CAM is
+    defined on the last convolutional layer's (rectified) activations.
 
     Example:
         >>> from zf_attr.models import zfnet
