@@ -23,11 +23,7 @@ How to run (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -36,13 +32,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import captum
 import torch
 import torchvision
 from captum.attr import Deconvolution
 from torch import Tensor, nn
 
 import zf_attr
+from zf_attr.benchmarking import environment, load_average, short_name
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "resnet18": lambda: torchvision.models.resnet18(weights=None),
@@ -79,53 +75,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------- environment
-def device_name(device: torch.device) -> str:
-    """Human name of the device: the GPU's name, or the CPU model from /proc/cpuinfo."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
-
-
-def short_name(name: str) -> str:
-    """File-name-friendly short form: ``"Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"`` -> ``"intel-xeon-gold-6248"``."""
-    name = re.sub(r"\((R|TM|tm|r)\)|@.*$|\bCPU\b|\bProcessor\b|\bNVIDIA\b", " ", name)
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return slug or "unknown"
 
 
 def default_out(args: argparse.Namespace, name: str) -> Path:
     suffix = ("" if args.batch == 1 else f"-b{args.batch}") + ("-quick" if args.quick else "")
     return RESULTS_DIR / f"deconvnet-{args.device}-{short_name(name)}{suffix}.json"
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    return {
-        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": device.type,
-        "device_name": device_name(device),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "captum": captum.__version__,
-        "zf_attr": zf_attr.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_before": load_average(),
-    }
-
-
-def load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages (to spot a busy machine in the results), where the OS has them."""
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------- measuring

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import zf_attr
 from zf_attr.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, CommandError
+from zf_attr.cli.bench import configure_bench, run_bench
 from zf_attr.cli.explain import configure_explain, configure_occlusion_study, run_explain, run_occlusion_study
 from zf_attr.cli.train import configure_demo, configure_train, run_demo, run_train
 
@@ -58,6 +59,11 @@ COMMANDS: dict[str, Command] = {
         "train a ZFNet with the paper's recipe on an ImageFolder tree or generated shapes (checkpoints, resume)",
         configure_train,
         run_train,
+    ),
+    "bench": Command(
+        "time zf_attr against Captum (deconvnet, guided backprop, occlusion) on your model and device, equal outputs",
+        configure_bench,
+        run_bench,
     ),
 }
 
