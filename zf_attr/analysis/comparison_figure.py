@@ -110,6 +110,9 @@ def save_comparison_figure(
         if row == 0:
             axis.set_title("image", fontsize=9)
     mappables = {}
+    from matplotlib.patheffects import withStroke
+
+    outline = withStroke(linewidth=3, foreground="black")
     for column, name in enumerate(names, start=1):
         maps = comparison.maps[name][:rows]
         points = _points(comparison, maps, tolerance)
@@ -130,7 +133,10 @@ def save_comparison_figure(
             if points is not None:
                 (y, x), hit = points[row]
                 marker = {"marker": "o", "markerfacecolor": "none"} if hit else {"marker": "x"}
-                axis.plot([x], [y], color="lime" if hit else "red", markersize=6, markeredgewidth=1.5, **marker)
+                axis.plot(
+                    [x], [y], color="lime" if hit else "red", markersize=7, markeredgewidth=1.6,
+                    path_effects=[outline], **marker,
+                )  # fmt: skip
             if row == 0:
                 axis.set_title(f"{name}\n({'signed' if signed[name] else '≥ 0'})", fontsize=9)
     _colour_bars(figure, grid, columns, mappables)
@@ -150,7 +156,7 @@ def save_comparison_figure(
     figure.savefig(buffer, dpi=dpi, format="png")
     buffer.seek(0)
     with Image.open(buffer) as picture:
-        picture.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        picture.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
     return path
 
 
