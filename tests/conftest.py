@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,3 +68,27 @@ def quiet() -> Iterator[None]:
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     scale = expected.abs().max().clamp_min(torch.finfo(expected.dtype).tiny)
     return float((actual - expected).abs().max() / scale)
+
+
+def zf_attr_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``zf-attr ARGS`` as a subprocess (``python -m zf_attr.cli``) and return its result."""
+    command = [sys.executable, "-m", "zf_attr.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def shape_image_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with ``shape0..2.png`` (generated 112 px shapes, seed 9), their masks in ``masks/`` and a text file."""
+    from torchvision.transforms.functional import to_pil_image
+
+    from zf_attr.models.shapes import ShapesDataset
+
+    folder = tmp_path_factory.mktemp("images")
+    (folder / "masks").mkdir()
+    data = ShapesDataset(3, seed=9)
+    for index in range(3):
+        sample = data.sample(index)
+        to_pil_image(sample.image).save(folder / f"shape{index}.png")
+        to_pil_image(sample.mask.to(torch.uint8) * 255).save(folder / "masks" / f"shape{index}.png")
+    (folder / "notes.txt").write_text("not an image, and not picked up from the folder")
+    return folder

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def zf_attr_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zf_attr.cli", *args], capture_output=True, text=True, timeout=600)
+from conftest import zf_attr_cli
 
 
 def test_bench_bundled_zfnet(tmp_path: Path) -> None:

@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from torchvision.transforms.functional import to_pil_image
+from conftest import zf_attr_cli
 
 from zf_attr.cli.explain import METHODS
 from zf_attr.models.shapes import ShapesDataset
 
 
-def zf_attr_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "zf_attr.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    data = ShapesDataset(3, seed=9)
-    for index in range(3):
-        to_pil_image(data.sample(index).image).save(folder / f"shape{index}.png")
-    (folder / "notes.txt").write_text("not an image, and not picked up from the folder")
-    return folder
+@pytest.fixture
+def image_folder(shape_image_files: Path) -> Path:
+    return shape_image_files
 
 
 def test_explain_folder_with_every_method(image_folder: Path, tmp_path: Path) -> None:

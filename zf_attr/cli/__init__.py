@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import zf_attr
 from zf_attr.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, CommandError
 from zf_attr.cli.bench import configure_bench, run_bench
+from zf_attr.cli.compare import configure_compare, run_compare
 from zf_attr.cli.explain import configure_explain, configure_occlusion_study, run_explain, run_occlusion_study
 from zf_attr.cli.train import configure_demo, configure_train, run_demo, run_train
 
@@ -54,6 +55,11 @@ COMMANDS: dict[str, Command] = {
         "the paper's four-panel occlusion study (Fig. 7) of one image: figure and JSON",
         configure_occlusion_study,
         run_occlusion_study,
+    ),
+    "compare": Command(
+        "deconvnet, occlusion, Grad-CAM and baselines side by side: figure and metric tables (CSV, Markdown, LaTeX)",
+        configure_compare,
+        run_compare,
     ),
     "train": Command(
         "train a ZFNet with the paper's recipe on an ImageFolder tree or generated shapes (checkpoints, resume)",
