@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import zf_attr
 from zf_attr.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, CommandError
+from zf_attr.cli.atlas import configure_atlas, run_atlas
 from zf_attr.cli.bench import configure_bench, run_bench
 from zf_attr.cli.compare import configure_compare, run_compare
 from zf_attr.cli.explain import configure_explain, configure_occlusion_study, run_explain, run_occlusion_study
@@ -50,6 +51,11 @@ COMMANDS: dict[str, Command] = {
         "attribution figures (deconvnet, guided, gradient, Grad-CAM, occlusion) for image files, folders or globs",
         configure_explain,
         run_explain,
+    ),
+    "atlas": Command(
+        "the top-k feature atlas of a layer over a folder of images (Fig. 2): mining, projections, receptive fields",
+        configure_atlas,
+        run_atlas,
     ),
     "occlusion-study": Command(
         "the paper's four-panel occlusion study (Fig. 7) of one image: figure and JSON",

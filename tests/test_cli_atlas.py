@@ -1,0 +1,70 @@
+"""``zf-attr atlas`` as a subprocess: mining a folder, projecting, drawing; resume and bad arguments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import zf_attr_cli
+
+from zf_attr.analysis import TopKActivations, mine_top_k
+from zf_attr.cli._inputs import find_images, load_model, read_image
+
+
+def test_atlas_of_a_folder(shape_image_files: Path, tmp_path: Path) -> None:
+    out = tmp_path / "atlas"
+    result = zf_attr_cli("atlas", str(shape_image_files), "--layer", "conv2", "--channels", "0-2", "7", "--k", "2",
+                         "--batch-size", "2", "--device", "cpu", "--out", str(out), "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    names = ["mined.pt", "atlas.png", "atlas.npz", "atlas.json", "report.html"]
+    assert result.stdout.split() == [str(out / name) for name in names]
+    summary = json.loads((out / "atlas.json").read_text())
+    assert summary["layer"] == "conv2" and summary["images"] == 3
+    assert [entry["channel"] for entry in summary["channels"]] == [0, 1, 2, 7]
+    # the same numbers as mining the preprocessed images in Python
+    loaded = load_model("zfnet", None, device="cpu")
+    paths = find_images([str(shape_image_files)])
+    images = torch.stack([read_image(path, loaded)[1] for path in paths])
+    expected = mine_top_k(loaded.model, "conv2", images, k=2, channels=[0, 1, 2, 7], show_progress=False)
+    mined = TopKActivations.load(out / "mined.pt")
+    assert torch.equal(mined.image_ids, expected.image_ids)
+    torch.testing.assert_close(mined.values, expected.values)
+    first = summary["channels"][0]["top"][0]
+    assert first["image"] == str(paths[first["image_id"]])
+    arrays = np.load(out / "atlas.npz")
+    assert arrays["values"].shape == (4, 2) and arrays["boxes"].shape == (4, 2, 4)
+
+
+def test_atlas_resume_needs_a_checkpoint(shape_image_files: Path, tmp_path: Path) -> None:
+    result = zf_attr_cli("atlas", str(shape_image_files), "--resume", "--device", "cpu", "--out", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.startswith("zf-attr: error: --resume: no ") and "mined.pt" in result.stderr
+
+
+def test_atlas_resume_continues(shape_image_files: Path, tmp_path: Path) -> None:
+    args = ["atlas", "--shapes", "6", "--layer", "conv1", "--channels", "0", "1", "--k", "3", "--batch-size", "2"]
+    first = zf_attr_cli(*args, "--device", "cpu", "--out", str(tmp_path), "--quiet")
+    assert first.returncode == 0, first.stderr
+    before = TopKActivations.load(tmp_path / "mined.pt")
+    again = zf_attr_cli(*args, "--resume", "--device", "cpu", "--out", str(tmp_path), "--quiet")
+    assert again.returncode == 0, again.stderr
+    after = TopKActivations.load(tmp_path / "mined.pt")
+    assert torch.equal(after.values, before.values) and torch.equal(after.image_ids, before.image_ids)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--layer", "conv9"], "zf-attr: error: --layer/--channels: layer='conv9' is not a layer of the model"),
+        (["--channels", "a-b"], "zf-attr: error: --channels 'a-b': use channel numbers and ranges like 0-15"),
+        (["--k", "0"], "zf-attr: error: --k and --batch-size must be at least 1"),
+    ],
+)
+def test_atlas_bad_arguments(shape_image_files: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = zf_attr_cli("atlas", str(shape_image_files), *args, "--device", "cpu", "--out", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
