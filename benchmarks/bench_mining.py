@@ -1,0 +1,255 @@
+"""Benchmark the overhead of ``zf_attr.analysis.mine_top_k`` over plain inference on the same data.
+
+What it measures, per configuration ``layer:size:images`` of a ResNet-18 (seeded, ``weights=None``, ``eval()``,
+float32), on generated images (``ShapesDataset``, rendered once before timing) in batches of ``--batch``:
+
+* **full inference**: ``model(x)`` under ``torch.no_grad()`` over all batches (what a user already pays to run
+  the model over a data set);
+* **inference to the layer**: the same forward pass stopped right after the layer (``capture_layer_output(...,
+  stop=True)``), the part of the network mining has to run;
+* **mining**: ``mine_top_k(model, layer, batches, k=9)`` over the same list of batches (every map of the layer,
+  ``one_per_image=True``, and with ``--all-locations`` also ``False``), no progress bar.
+
+The loops are interleaved (``--warmup`` untimed rounds, then ``--repeats`` rounds of full, to-layer, mining, ...)
+so they see the same machine state. ``ratio = mining median / full-inference median`` is compared with the
+target 1.25 (the issue's "at most 25 % overhead over plain inference"); ``ratio_vs_layer = mining median /
+to-layer median`` is the overhead of the top-k bookkeeping itself. Equal output: the mined result is compared
+bitwise with a brute-force top-k (plain Python sort of every image's map maxima) computed from the same
+batches; the run exits with status 1 if they differ.
+
+How to run (from the repository root; wrap timing runs in ``flock /tmp/zf_bench.lock`` on a shared machine)::
+
+    python benchmarks/bench_mining.py                          # layer3:224:256 and layer3:112:512, batch 32
+    python benchmarks/bench_mining.py --configs layer3:224:512 --repeats 5 --all-locations
+    python benchmarks/bench_mining.py --quick --out /tmp/smoke.json   # layer3:64:64, 1 repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+import zf_attr
+from zf_attr.analysis import TopKActivations, mine_top_k
+from zf_attr.attr._layers import capture_layer_output
+from zf_attr.models.shapes import ShapesDataset
+
+TARGET_RATIO = 1.25
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_CONFIGS = ["layer3:224:256", "layer3:112:512"]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="layer:size:images of ResNet-18")
+    parser.add_argument("--batch", type=int, default=32, help="images per batch (default 32)")
+    parser.add_argument("--k", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--all-locations", action="store_true", help="also time one_per_image=False")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: layer3:64:64, 1 repeat, no warm-up")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.configs, args.repeats, args.warmup = ["layer3:64:64"], 1, 0
+    try:
+        args.configs = [(layer, int(size), int(count)) for layer, size, count in (c.split(":") for c in args.configs)]
+    except ValueError:
+        parser.error("--configs takes layer:size:images, e.g. layer3:224:256")
+    if min(args.batch, args.k, args.repeats) < 1 or args.warmup < 0:
+        parser.error("need --batch, --k, --repeats >= 1 and --warmup >= 0")
+    return args
+
+
+def device_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown-cpu"
+
+
+def short_name(name: str) -> str:
+    name = re.sub(r"\((R|TM|tm|r)\)|@.*$|\bCPU\b|\bProcessor\b", " ", name)
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def make_batches(size: int, count: int, batch: int, seed: int) -> list[Tensor]:
+    dataset = ShapesDataset(count, seed=seed + 1000, image_size=size)
+    images = torch.stack([dataset[i][0] for i in range(count)])
+    return list(images.split(batch))
+
+
+def brute_force(model: nn.Module, layer: nn.Module, name: str, batches: list[Tensor], k: int) -> TopKActivations:
+    """Per channel: every image's map maximum (first location on ties), sorted in plain Python; the top k."""
+    maxima, where = [], []
+    with torch.no_grad():
+        for images in batches:
+            activation, _ = capture_layer_output(model, layer, (images,), stop=True)
+            value, flat = activation.flatten(2).max(dim=2)
+            maxima.append(value)
+            where.append(flat)
+            width = activation.shape[-1]
+            map_size = tuple(activation.shape[-2:])
+    values, flats = torch.cat(maxima).T, torch.cat(where).T  # (C, N)
+    channels = values.shape[0]
+    top_values = torch.empty(channels, k, dtype=values.dtype)
+    top_ids = torch.empty(channels, k, dtype=torch.long)
+    top_locations = torch.empty(channels, k, 2, dtype=torch.long)
+    for c in range(channels):
+        entries = sorted(range(values.shape[1]), key=lambda i, c=c: (-float(values[c, i]), i))[:k]
+        top_values[c] = values[c, entries]
+        top_ids[c] = torch.tensor(entries)
+        top_locations[c] = torch.stack([flats[c, entries] // width, flats[c, entries] % width], dim=-1)
+    return TopKActivations(
+        name, k, torch.arange(channels), top_values, top_ids, top_locations, sum(map(len, batches)), map_size
+    )
+
+
+def summary(seconds: list[float]) -> dict[str, Any]:
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "all_s": seconds}
+
+
+def benchmark(layer_name: str, size: int, count: int, args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    model = torchvision.models.resnet18(weights=None).eval()
+    layer = model.get_submodule(layer_name)
+    batches = make_batches(size, count, args.batch, args.seed)
+
+    def full() -> None:
+        with torch.no_grad():
+            for images in batches:
+                model(images)
+
+    def to_layer() -> None:
+        with torch.no_grad():
+            for images in batches:
+                capture_layer_output(model, layer, (images,), stop=True)
+
+    mined: dict[str, TopKActivations] = {}
+
+    def mining(one_per_image: bool) -> Callable[[], None]:
+        def run() -> None:
+            mined[str(one_per_image)] = mine_top_k(
+                model, layer_name, batches, k=args.k, one_per_image=one_per_image, show_progress=False
+            )
+
+        return run
+
+    loops: dict[str, Callable[[], None]] = {"full": full, "to_layer": to_layer, "mining": mining(True)}
+    if args.all_locations:
+        loops["mining_all_locations"] = mining(False)
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for round_index in range(args.warmup + args.repeats):
+        for name, loop in loops.items():
+            start = time.perf_counter()
+            loop()
+            elapsed = time.perf_counter() - start
+            if round_index >= args.warmup:
+                times[name].append(elapsed)
+    reference = brute_force(model, layer, layer_name, batches, args.k)
+    equal = mined["True"].equal(reference)
+    result: dict[str, Any] = {
+        "model": "resnet18",
+        "layer": layer_name,
+        "input_size": size,
+        "images": count,
+        "batch": args.batch,
+        "k": args.k,
+        "channels": int(reference.channels.numel()),
+        "map_size": list(reference.map_size or ()),
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "equal_to_brute_force": equal,
+    }
+    for name, seconds in times.items():
+        result[name] = summary(seconds)
+    for name in [name for name in loops if name.startswith("mining")]:
+        suffix = name[len("mining") :]
+        median = result[name]["median_s"]
+        result[f"ratio{suffix}"] = median / result["full"]["median_s"]
+        result[f"ratio_vs_layer{suffix}"] = median / result["to_layer"]["median_s"]
+        result[f"images_per_s{suffix}"] = count / median
+    result["target_ratio"] = TARGET_RATIO
+    result["pass"] = result["ratio"] <= TARGET_RATIO
+    return result
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| layer | size | images | full inference s | to layer s | mining s | ratio vs full (≤ 1.25) "
+        "| ratio vs to-layer |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        for suffix, label in (("", ""), ("_all_locations", " (all locations)")):
+            if f"mining{suffix}" not in r:
+                continue
+            lines.append(
+                f"| {r['layer']}{label} | {r['input_size']} | {r['images']} | {r['full']['median_s']:.2f} | "
+                f"{r['to_layer']['median_s']:.2f} | {r[f'mining{suffix}']['median_s']:.2f} | "
+                f"{r[f'ratio{suffix}']:.3f} | {r[f'ratio_vs_layer{suffix}']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    name = device_name()
+    report: dict[str, Any] = {
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": "cpu",
+        "device_name": name,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "zf_attr": zf_attr.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_before": load_average(),
+        "target_ratio": TARGET_RATIO,
+        "results": [],
+    }
+    for layer, size, count in args.configs:
+        result = benchmark(layer, size, count, args)
+        report["results"].append(result)
+        print(table([result]).splitlines()[-1], flush=True)
+    report["load_average_after"] = load_average()
+    out = args.out or RESULTS_DIR / f"mining-cpu-{short_name(name)}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report["results"]))
+    print(f"written to {out}")
+    return 0 if all(r["equal_to_brute_force"] for r in report["results"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
