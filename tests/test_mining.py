@@ -265,3 +265,19 @@ def test_resume_refuses_other_channels_or_mode(tmp_path) -> None:
         mine_top_k(IDENTITY, "0", more, k=2, resume_from=mined, show_progress=False)
     with pytest.raises(ValueError, match="one_per_image=True"):
         mine_top_k(IDENTITY, "0", more, k=2, channels=[0, 2], one_per_image=False, resume_from=mined)
+
+
+def test_runs_over_parts_of_a_data_set_merge_into_the_whole(tmp_path) -> None:
+    maps = torch.randn(9, 2, 3, 3)
+    whole = mine_top_k(IDENTITY, "0", maps, k=4, batch_size=9, show_progress=False)
+    dataset = TensorDataset(maps)
+    first = mine_top_k(IDENTITY, "0", dataset, k=4, indices=range(0, 9, 3), show_progress=False)
+    second = mine_top_k(IDENTITY, "0", DataLoader(dataset, batch_size=2), k=4, indices=[8, 2, 4, 5, 1, 7])
+    assert sorted(first.image_ids.unique().tolist()) <= [0, 3, 6]
+    assert second.merge(first).equal(whole) and first.merge(second).equal(whole)
+    with pytest.raises(ValueError, match="out of range"):
+        mine_top_k(IDENTITY, "0", maps, k=1, indices=[9], show_progress=False)
+    with pytest.raises(ValueError, match="twice"):
+        mine_top_k(IDENTITY, "0", maps, k=1, indices=[1, 1], show_progress=False)
+    with pytest.raises(TypeError, match="indices= needs"):
+        mine_top_k(IDENTITY, "0", iter(maps), k=1, indices=[1], show_progress=False)

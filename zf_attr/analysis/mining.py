@@ -17,21 +17,19 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset
 
+from zf_attr.analysis._sources import Source
 from zf_attr.analysis.distributed import current_shard, gather_merge, rank_path
 from zf_attr.analysis.topk import TopKActivations
 from zf_attr.attr._layers import capture_layer_output, resolve_layer
 
 __all__ = ["mine_top_k"]
-
-Batch = tuple[Tensor, Tensor]  # (ids (n,), images (n, C, H, W))
 
 
 def mine_top_k(
@@ -43,6 +41,7 @@ def mine_top_k(
     *,
     one_per_image: bool = True,
     batch_size: int = 32,
+    indices: Sequence[int] | None = None,
     resume_from: str | os.PathLike[str] | TopKActivations | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 50,
@@ -67,6 +66,9 @@ def mine_top_k(
             the paper's figures do); ``False`` keeps the ``k`` strongest locations wherever they are.
         batch_size: images per forward pass for tensors, data sets and iterables of single images (a
             ``DataLoader``'s own batches are used as they come).
+        indices: mine only these images of an indexable ``data`` (tensor, ``Dataset``, unshuffled
+            ``DataLoader``), in this order; their ids stay the indices into ``data``, so runs over different
+            parts of one data set merge into the result over their union.
         resume_from: a result or checkpoint (object or file) of an earlier run over the *same data in the same
             order*; the images it has seen are skipped (not loaded at all for tensors, data sets and unshuffled
             loaders) and mining continues from it.
@@ -111,7 +113,7 @@ def mine_top_k(
     modes = [(submodule, submodule.training) for submodule in model.modules()]
     model.eval()
     try:
-        source = _Source(data, batch_size, shard, 0 if state is None else state.images_seen)
+        source = Source(data, batch_size, shard, 0 if state is None else state.images_seen, indices)
         progress = _progress(show_progress, source.total, 0 if state is None else state.images_seen, shard)
         try:
             for count, (ids, images) in enumerate(source, start=1):
@@ -242,148 +244,3 @@ def _progress(show: bool, total: int | None, initial: int, shard: tuple[int, int
 
     label = "mining" if shard is None else f"mining (rank {shard[0]}/{shard[1]})"
     return tqdm(total=total, initial=initial, unit="img", desc=label, disable=not show, leave=False)
-
-
-class _Source:
-    """Batches ``(ids, images)`` of this rank's share of ``data``, after skipping its first ``skip`` images."""
-
-    def __init__(self, data: Any, batch_size: int, shard: tuple[int, int] | None, skip: int) -> None:
-        self.data, self.batch_size, self.skip = data, batch_size, skip
-        self.rank, self.world = shard or (0, 1)
-        self.total = self._total()
-
-    def _total(self) -> int | None:
-        data = self.data
-        if isinstance(data, Tensor):
-            return len(range(self.rank, len(data) if data.dim() == 4 else 1, self.world))
-        if isinstance(data, DataLoader):
-            return _own(len(data.dataset), self.rank, self.world) if _sized(data.dataset) else None
-        if isinstance(data, Dataset) and not isinstance(data, IterableDataset) and _sized(data):
-            return _own(len(data), self.rank, self.world)
-        return None
-
-    def __iter__(self) -> Iterator[Batch]:
-        data = self.data
-        if isinstance(data, Tensor):
-            return self._tensor(data)
-        if isinstance(data, DataLoader) and _plain_sequential(data):
-            return self._loader(data)
-        if isinstance(data, Dataset) and not isinstance(data, IterableDataset) and _sized(data):
-            return self._dataset(data)
-        if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-            raise TypeError(
-                f"data must be a tensor, a Dataset, a DataLoader or an iterable of images, got {type(data).__name__}"
-            )
-        return self._stream(data)
-
-    def _positions(self, length: int) -> range:
-        return range(self.rank, length, self.world)[self.skip :]
-
-    def _tensor(self, data: Tensor) -> Iterator[Batch]:
-        data = data[None] if data.dim() == 3 else data
-        if data.dim() != 4:
-            raise ValueError(f"data has shape {tuple(data.shape)}; pass images (N, C, H, W)")
-        positions = torch.tensor(self._positions(len(data)), dtype=torch.long)
-        for start in range(0, len(positions), self.batch_size):
-            ids = positions[start : start + self.batch_size]
-            yield ids, data[ids.to(data.device)]
-
-    def _dataset(self, data: Dataset) -> Iterator[Batch]:
-        positions = self._positions(len(data))  # type: ignore[arg-type]
-        for start in range(0, len(positions), self.batch_size):
-            chunk = positions[start : start + self.batch_size]
-            yield from _stack_runs(chunk, [_image(data[index], f"data[{index}]", single=True) for index in chunk])
-
-    def _loader(self, data: DataLoader) -> Iterator[Batch]:
-        positions = self._positions(len(data.dataset))  # type: ignore[arg-type]
-        if len(positions) == len(data.dataset) and self.world == 1:  # type: ignore[arg-type]
-            loader: Iterable[Any] = data
-        else:  # load only this rank's remaining images, with the user's batch size, workers and collate_fn
-            loader = DataLoader(
-                Subset(data.dataset, positions),
-                batch_size=data.batch_size,
-                num_workers=data.num_workers,
-                collate_fn=data.collate_fn,
-                pin_memory=data.pin_memory,
-            )
-        offset = 0
-        for item in loader:
-            images = _image(item, "a batch of the DataLoader", single=False)
-            ids = torch.tensor(positions[offset : offset + len(images)], dtype=torch.long)
-            offset += len(images)
-            yield ids, images
-
-    def _stream(self, data: Iterable[Any]) -> Iterator[Batch]:
-        position, own, pending_ids, pending = 0, 0, [], []
-        for item in data:
-            images = _image(item, "an item of data", single=None)
-            single = images.dim() == 3
-            batch = images[None] if single else images
-            keep = [j for j in range(len(batch)) if (position + j) % self.world == self.rank]
-            kept = []
-            for j in keep:
-                if own >= self.skip:
-                    kept.append(j)
-                own += 1
-            ids = [position + j for j in kept]
-            position += len(batch)
-            if not kept:
-                continue
-            if not single:
-                yield torch.tensor(ids, dtype=torch.long), batch[kept] if len(kept) < len(batch) else batch
-                continue
-            if pending and pending[0].shape != batch[0].shape:
-                yield torch.tensor(pending_ids, dtype=torch.long), torch.stack(pending)
-                pending_ids, pending = [], []
-            pending_ids.extend(ids)
-            pending.append(batch[0])
-            if len(pending) == self.batch_size:
-                yield torch.tensor(pending_ids, dtype=torch.long), torch.stack(pending)
-                pending_ids, pending = [], []
-        if pending:
-            yield torch.tensor(pending_ids, dtype=torch.long), torch.stack(pending)
-
-
-def _stack_runs(positions: Sequence[int], images: list[Tensor]) -> Iterator[Batch]:
-    """Stack consecutive images of one size into batches."""
-    start = 0
-    for end in range(1, len(images) + 1):
-        if end == len(images) or images[end].shape != images[start].shape:
-            yield torch.tensor(positions[start:end], dtype=torch.long), torch.stack(images[start:end])
-            start = end
-
-
-def _image(item: Any, what: str, single: bool | None) -> Tensor:
-    """The image tensor of an item: itself, or the first element of a tuple/list (``(image, label)``)."""
-    if isinstance(item, (tuple, list)) and item:
-        item = item[0]
-    if not isinstance(item, Tensor):
-        raise TypeError(f"{what} is a {type(item).__name__}; expected an image tensor or an (image, label) tuple")
-    dims = {True: (3,), False: (4,), None: (3, 4)}[single]
-    if item.dim() not in dims:
-        shapes = " or ".join({3: "(C, H, W)", 4: "(n, C, H, W)"}[d] for d in dims)
-        raise ValueError(f"{what} has shape {tuple(item.shape)}; expected {shapes}")
-    return item
-
-
-def _sized(data: Any) -> bool:
-    try:
-        len(data)
-    except TypeError:
-        return False
-    return True
-
-
-def _own(length: int, rank: int, world: int) -> int:
-    return len(range(rank, length, world))
-
-
-def _plain_sequential(loader: DataLoader) -> bool:
-    """A loader over a sized map-style data set in its own order, in fixed-size batches, dropping nothing."""
-    return (
-        isinstance(loader.sampler, SequentialSampler)
-        and loader.batch_size is not None
-        and not loader.drop_last
-        and not isinstance(loader.dataset, IterableDataset)
-        and _sized(loader.dataset)
-    )
