@@ -23,6 +23,7 @@ OUT = Path(__file__).resolve().parent / "atlas_zfnet.png"
 
 
 def main() -> None:
+    """Mine, choose the channels, project, draw and shrink the PNG."""
     model = zfnet(weights="DEFAULT").eval()
     data = ShapesDataset(1200, seed=1)
     mined = mine_top_k(model, "conv3", DataLoader(data, batch_size=60), k=9)
