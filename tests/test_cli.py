@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import zf_attr
+import zf_attr.cli
 from zf_attr.cli import main
 from zf_attr.viz import attribution_to_image, image_to_display, save_attribution_grid
 
@@ -216,3 +217,12 @@ def test_grid_small_figure(tmp_path: Path) -> None:
     assert path == tmp_path / "grid.png" and path.stat().st_size > 1000
     with pytest.raises(ValueError, match="attributions"):
         save_attribution_grid(images, {"gradient": maps["gradient"][:1]}, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("name", sorted(zf_attr.cli.COMMANDS))
+def test_every_subcommand_has_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: zf-attr {name}") and zf_attr.cli.COMMANDS[name].help.split()[0] in text
