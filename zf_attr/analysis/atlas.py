@@ -56,6 +56,15 @@ class Atlas:
         field: the layer's :class:`~zf_attr.attr.receptive_field.ReceptiveField` (``None`` if unknown).
         projections: ``C`` lists of ``k`` deconvnet projections ``(3, h, w)`` cropped to their boxes.
         patches: ``C`` lists of ``k`` image patches ``(3, h, w)`` (the images as the data set returned them).
+
+    Example:
+        >>> import torch, torchvision
+        >>> from zf_attr.analysis import mine_top_k, project_top_k
+        >>> model = torchvision.models.vgg11().eval()
+        >>> images = torch.randn(3, 3, 32, 32)
+        >>> atlas = project_top_k(model, mine_top_k(model, "features.2", images, k=1, show_progress=False), images)
+        >>> atlas.channels.shape, atlas.field.size          # features.2: conv 3×3 then max-pool 2×2
+        (torch.Size([64]), (4, 4))
     """
 
     layer: str
@@ -105,6 +114,16 @@ def project_top_k(
         TypeError: ``result`` is not a :class:`~zf_attr.analysis.TopKActivations` or ``dataset`` returns no image.
         ValueError: a channel that was not mined, the layer is not in ``model``, or (``check_values``) an image
             whose activation does not match the mined value.
+
+    Example:
+        >>> import torch, torchvision
+        >>> from zf_attr.analysis import mine_top_k
+        >>> model = torchvision.models.vgg11().eval()
+        >>> images = torch.randn(4, 3, 32, 32)
+        >>> mined = mine_top_k(model, "features.2", images, k=2, channels=[7], show_progress=False)
+        >>> atlas = project_top_k(model, mined, images)
+        >>> atlas.boxes[0, 0].tolist() == list(atlas.field.box(*atlas.locations[0, 0].tolist(), image_size=(32, 32)))
+        True
     """
     if not isinstance(result, TopKActivations):
         raise TypeError(f"result must be a TopKActivations (from mine_top_k), got {type(result).__name__}")

@@ -85,6 +85,17 @@ def plot_atlas(
 
     Raises:
         ValueError: a channel the atlas does not hold.
+
+    Example:
+        >>> import torch, torchvision
+        >>> from zf_attr.analysis import mine_top_k, project_top_k
+        >>> model = torchvision.models.vgg11().eval()
+        >>> images = torch.randn(3, 3, 32, 32)
+        >>> mined = mine_top_k(model, "features.2", images, k=3, channels=[1, 2], show_progress=False)
+        >>> atlas = project_top_k(model, mined, images)
+        >>> figure = plot_atlas(atlas, channels=[2])
+        >>> [sub._suptitle.get_text() for sub in figure.subfigs]
+        ['features.2 · channel 2']
     """
     figure_class, canvas_class = _matplotlib()
     order = list(range(len(atlas.channels))) if channels is None else [_row(atlas, c) for c in channels]

@@ -30,9 +30,25 @@ __all__ = ["current_shard", "gather_merge", "init_from_env", "rank_path"]
 def init_from_env(backend: str | None = None) -> None:
     """Initialise the default process group from torchrun's variables (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ...).
 
+    Does nothing when it is initialised already. Called by :func:`current_shard` under torchrun.
+
     Args:
         backend: ``"gloo"`` or ``"nccl"``; by default ``nccl`` when CUDA is available (each process then uses
             the GPU ``LOCAL_RANK``), else ``gloo``.
+
+    Example:
+        >>> import os, socket
+        >>> with socket.socket() as probe:
+        ...     probe.bind(("127.0.0.1", 0))
+        ...     port = str(probe.getsockname()[1])
+        >>> variables = dict(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        >>> os.environ.update(variables)                      # what torchrun sets in each process
+        >>> init_from_env("gloo")
+        >>> dist.get_rank(), dist.get_world_size()
+        (0, 1)
+        >>> dist.destroy_process_group()
+        >>> for name in variables:
+        ...     del os.environ[name]
     """
     if dist.is_initialized():
         return
@@ -75,6 +91,16 @@ def gather_merge(result: TopKActivations | None) -> TopKActivations | None:
 
     Every rank must call it (a collective) and gets the merged result. A rank whose shard held no image passes
     ``None``; the result is ``None`` only when no rank saw an image.
+
+    Example:
+        >>> import tempfile, torch
+        >>> import torch.distributed as dist
+        >>> dist.init_process_group("gloo", init_method=f"file://{tempfile.mkdtemp()}/store", rank=0, world_size=1)
+        >>> part = TopKActivations.empty("layer3", k=1, channels=[0])
+        >>> part = part.add_candidates(torch.tensor([[2.5]]), torch.tensor([[4]]), torch.tensor([[[1, 1]]]), 1)
+        >>> gather_merge(part).values.tolist()
+        [[2.5]]
+        >>> dist.destroy_process_group()
     """
     parts: list[TopKActivations | None] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, result)

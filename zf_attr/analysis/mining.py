@@ -76,7 +76,7 @@ def mine_top_k(
             pass it as ``resume_from`` after an interruption. Sharded runs write one file per rank
             (``mined.rank0-of-2.pt``, see :func:`~zf_attr.analysis.distributed.rank_path`).
         checkpoint_every: batches between checkpoints.
-        show_progress: show a tqdm progress bar (in images).
+        show_progress: show a tqdm progress bar (in images; sharded, rank 0's only).
         distributed: ``None`` (auto): shard over the processes of torch.distributed when it runs with more than
             one (e.g. under ``torchrun``); ``True`` requires that; ``False`` never shards. Sharded, every rank
             mines positions ``rank::world_size`` and gets the exactly merged result of all ranks.
@@ -89,6 +89,14 @@ def mine_top_k(
             that is not a feature map, NaN activations, or a ``resume_from`` of another layer, ``k`` or
             channels.
         TypeError: ``data`` yields something that is not an image tensor.
+
+    Example:
+        >>> import torch, torchvision
+        >>> model = torchvision.models.resnet18().eval()
+        >>> images = torch.randn(10, 3, 32, 32)
+        >>> mined = mine_top_k(model, "layer1", images, k=4, channels=[2], batch_size=4, show_progress=False)
+        >>> mined.image_ids.shape, mined.images_seen, bool((mined.values[0, :-1] >= mined.values[0, 1:]).all())
+        (torch.Size([1, 4]), 10, True)
     """
     layer_name, module = resolve_layer(model, layer)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -242,5 +250,6 @@ def _first_k(values: Tensor, k: int) -> Tensor:
 def _progress(show: bool, total: int | None, initial: int, shard: tuple[int, int] | None) -> Any:
     from tqdm.auto import tqdm
 
-    label = "mining" if shard is None else f"mining (rank {shard[0]}/{shard[1]})"
-    return tqdm(total=total, initial=initial, unit="img", desc=label, disable=not show, leave=False)
+    label = "mining" if shard is None else f"mining (rank 0 of {shard[1]}; the others run alike)"
+    hidden = not show or (shard is not None and shard[0] != 0)  # one bar, not N interleaved ones
+    return tqdm(total=total, initial=initial, unit="img", desc=label, disable=hidden, leave=False)

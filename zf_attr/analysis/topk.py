@@ -55,6 +55,15 @@ class TopKActivations:
             gave maps of several sizes.
         one_per_image: at most one entry per (image, channel), the image's strongest activation in that map
             (the paper's 9 are 9 different images); ``False`` keeps any location of any image.
+
+    Example:
+        >>> import torch
+        >>> record = TopKActivations.empty("conv3", k=2, channels=[5])
+        >>> record = record.add_candidates(
+        ...     torch.tensor([[1.0, 4.0, 4.0]]), torch.tensor([[7, 9, 8]]), torch.tensor([[[0, 0], [1, 2], [0, 1]]]), 3
+        ... )
+        >>> record.values.tolist(), record.image_ids.tolist()   # the tie at 4.0 goes to the smaller image id
+        ([[4.0, 4.0]], [[8, 9]])
     """
 
     layer: str
