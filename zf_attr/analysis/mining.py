@@ -219,7 +219,10 @@ def _update(state: TopKActivations, activation: Tensor, ids: Tensor) -> TopKActi
     if n > 1 and not bool((ids[1:] > ids[:-1]).all()):  # columns must run in (id, location) order
         order = ids.argsort()
         ids, activation = ids[order], activation[order.to(activation.device)]
-    maps = activation.index_select(1, state.channels.to(activation.device)).flatten(2)  # (n, C, h*w)
+    if len(state.channels) == count and bool((state.channels == torch.arange(count)).all()):
+        maps = activation.flatten(2)  # every channel, in order: no copy
+    else:
+        maps = activation.index_select(1, state.channels.to(activation.device)).flatten(2)  # (n, C, h*w)
     if state.one_per_image:
         values, flat = maps.max(dim=2)  # first maximal location on ties: location ascending
         values, flat, cand_ids = values.T, flat.T, ids.to(flat.device).expand(len(state.channels), n)
