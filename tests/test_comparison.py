@@ -272,3 +272,25 @@ def test_figure_is_written_and_checks_its_arguments(images: torch.Tensor, tmp_pa
         save_comparison_figure(result, tmp_path / "x.png", methods=["occlusion"])
     with pytest.raises(ValueError, match="max_images"):
         save_comparison_figure(result, tmp_path / "x.png", max_images=0)
+
+
+def test_the_documented_run_writes_its_tables_and_figure(tmp_path) -> None:
+    from zf_attr.analysis.comparison_shapes import main, shapes_comparison
+
+    lines = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one 112-px image: one thread is faster, and far faster on a loaded machine
+    try:
+        with quiet():
+            result = shapes_comparison(
+                tmp_path, num_images=1, figure_images=1, steps=2, occlusion=False, randomization=False,
+                report=lines.append,
+            )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == [f"comparison_zfnet.{suffix}" for suffix in ("csv", "md", "png", "tex")]
+    assert lines[-1] == result.summary().to_markdown() == (tmp_path / "comparison_zfnet.md").read_text().strip()
+    assert result.methods[:2] == ["deconvnet", "guided backprop"] and result.masks.shape == (1, 112, 112)
+    with pytest.raises(SystemExit):
+        main(["--images", "2"])  # --out is required
