@@ -148,6 +148,8 @@ def test_model_unchanged_and_methods_rebound_for_the_randomisation_test(images: 
     spec = MethodSpec("cam", methods["cam"], kind="layer")
     rebound = spec.rebound(model, copy)
     assert rebound.method.layer is copy[3] and rebound.method.forward_func is copy and spec.method.layer is model[3]
+    assert MethodSpec("closure", Saliency(lambda x: model(x))).rebound(model, copy) is None
+    assert MethodSpec("bound", Saliency(model.forward)).rebound(model, copy).method.forward_func.__self__ is copy
     assert math.isnan(result.values["randomization"]["edge"][0]) and "edge" in result.notes
     assert result.randomization_summary().metrics == ("7", "3", "0")
 

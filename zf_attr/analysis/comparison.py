@@ -161,8 +161,9 @@ def compare(
 
     Returns:
         A :class:`Comparison`; ``values["randomization"]`` is each image's Spearman correlation after every
-        listed layer has been randomised (the full curves are in ``randomization``). A plain callable cannot be
-        rebuilt on a randomised copy of the model: its value is NaN, with a note.
+        listed layer has been randomised (the full curves are in ``randomization``). A plain callable, or an
+        object whose ``forward_func`` is not the model (or its bound method), cannot be rebuilt on a randomised
+        copy of the model: its value is NaN, with a note.
 
     Raises:
         TypeError: ``model`` not an ``nn.Module``, images not a float tensor, a method of an unusable type.
@@ -215,7 +216,10 @@ def compare(
         if "randomization" in metrics:
             result = _randomize(model, spec, images, target_tensor, randomization_layers, seed)
             if result is None:
-                notes[spec.name] = "a plain callable cannot be rebuilt on a randomised model: no randomisation test"
+                notes[spec.name] = (
+                    "cannot be rebuilt on a randomised copy of the model (a plain callable, or a forward function "
+                    "that is not the model or its bound method): no randomisation test"
+                )
                 values["randomization"][spec.name] = torch.full((num,), float("nan"), dtype=torch.float64)
             else:
                 randomised[spec.name] = result

@@ -126,14 +126,17 @@ class MethodSpec:
         return maps.detach().to(images.device)
 
     def rebound(self, original: nn.Module, replacement: nn.Module) -> MethodSpec | None:
-        """This method rebuilt on ``replacement`` (a copy of ``original``), or ``None`` for a plain callable.
+        """This method rebuilt on ``replacement`` (a copy of ``original``), or ``None`` when that is impossible.
+
+        Impossible for a plain callable, and for an object whose ``forward_func`` is neither a module nor a
+        module's bound method (a closure over the model would keep calling the original).
 
         The attribution object is deep-copied with every module, parameter and buffer of ``original`` mapped
         to its counterpart in ``replacement``, so layer references (Grad-CAM's layer) follow.
         """
         if self.kind == "baseline":
             return self
-        if self.kind == "callable":
+        if self.kind == "callable" or not _rebindable(getattr(self.method, "forward_func", original)):
             return None
         memo: dict[int, Any] = {}
         for old, new in zip(original.modules(), replacement.modules(), strict=True):
@@ -143,6 +146,10 @@ class MethodSpec:
         for old, new in zip(original.buffers(), replacement.buffers(), strict=True):
             memo[id(old)] = new
         return MethodSpec(self.name, copy.deepcopy(self.method, memo), self.kwargs, self.kind, self.seed)
+
+
+def _rebindable(forward_func: Any) -> bool:
+    return isinstance(forward_func, nn.Module) or isinstance(getattr(forward_func, "__self__", None), nn.Module)
 
 
 def resolve_methods(
