@@ -63,6 +63,7 @@ def shapes_comparison(
     steps: int = 32,
     occlusion: bool = True,
     randomization: bool = True,
+    methods: Sequence[str] | None = None,
     report: Callable[[str], None] = print,
 ) -> Comparison:
     """Compare every method on the bundled ZFNet and ``ShapesDataset(num_images, seed=data_seed)`` with masks.
@@ -80,16 +81,17 @@ def shapes_comparison(
         steps: deletion/insertion steps.
         occlusion: include occlusion (the slowest method).
         randomization: run the cascading randomisation test (slow).
+        methods: the names of the methods to run, from :func:`shapes_methods` (default: all of them).
         report: called with progress lines and, at the end, the Markdown table.
 
     Returns:
         The :class:`~zf_attr.analysis.Comparison`.
 
     Example:
-        >>> result = shapes_comparison(None, num_images=1, occlusion=False, randomization=False, steps=2,
+        >>> result = shapes_comparison(None, num_images=1, methods=["deconvnet"], randomization=False, steps=2,
         ...                            report=lambda line: None)
-        >>> result.metrics
-        ('pointing', 'deletion', 'insertion', 'class_sensitivity')
+        >>> result.methods, result.metrics
+        (['deconvnet', 'centre', 'random'], ('pointing', 'deletion', 'insertion', 'class_sensitivity'))
     """
     from zf_attr.models import zfnet
     from zf_attr.models.shapes import ShapesDataset
@@ -100,13 +102,19 @@ def shapes_comparison(
     samples = [data.sample(i) for i in range(num_images)]
     masks = torch.stack([sample.mask for sample in samples])
     labels = [sample.label for sample in samples]
+    available = shapes_methods(model, occlusion=occlusion)
+    if methods is not None:
+        unknown = [name for name in methods if name not in available]
+        if unknown:
+            raise ValueError(f"methods names {unknown}; choose from {list(shapes_methods(model))}")
+        available = {name: available[name] for name in methods}
     metrics = ["pointing", "deletion", "insertion", "class_sensitivity"] + (["randomization"] if randomization else [])
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
         result = compare(
-            model, images, labels, shapes_methods(model, occlusion=occlusion), masks=masks, metrics=metrics,
+            model, images, labels, available, masks=masks, metrics=metrics,
             seed=seed, tolerance=tolerance, steps=steps,
         )  # fmt: skip
     report(f"compared {len(result.methods)} methods on {num_images} images in {time.perf_counter() - started:.0f} s")
@@ -146,13 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the comparison (default 0)")
     parser.add_argument("--tolerance", type=float, default=7, help="pointing tolerance in pixels (default 7)")
     parser.add_argument("--steps", type=int, default=32, help="deletion/insertion steps (default 32)")
+    parser.add_argument("--methods", nargs="+", help="methods to run (default: all); see shapes_methods")
     parser.add_argument("--no-occlusion", action="store_true", help="leave occlusion out (faster)")
     parser.add_argument("--no-randomization", action="store_true", help="skip the randomisation test (faster)")
     args = parser.parse_args(argv)
     shapes_comparison(
         args.out, num_images=args.images, figure_images=args.figure_images, seed=args.seed,
         tolerance=args.tolerance, steps=args.steps, occlusion=not args.no_occlusion,
-        randomization=not args.no_randomization,
+        randomization=not args.no_randomization, methods=args.methods,
     )  # fmt: skip
     return 0
 
