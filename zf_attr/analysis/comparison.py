@@ -59,6 +59,12 @@ class Comparison:
         >>> result = compare(model, torch.rand(2, 3, 16, 16), [0, 1], ["gradient"], metrics=["deletion"], steps=4)
         >>> result.methods, result.values["deletion"]["gradient"].shape
         (['gradient', 'centre', 'random'], torch.Size([2]))
+        >>> result.summary().count["centre"]
+        {'deletion': 2}
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     sorted(path.suffix for path in result.save_tables(folder).values())
+        ['.csv', '.md', '.tex']
     """
 
     methods: list[str]

@@ -45,8 +45,12 @@ class SummaryTable:
         |:--|--:|
         | a | **1.000 ± 0.000** |
         | b | 0.500 ± 0.707 |
-        >>> parse_markdown(table.to_markdown()).mean == table.mean
-        True
+        >>> parse_markdown(table.to_markdown()).mean == table.mean, table.best("pointing")
+        (True, {'a'})
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     sorted(path.name for path in table.save(folder, stem="t").values())
+        ['t.csv', 't.md', 't.tex']
     """
 
     methods: tuple[str, ...]
