@@ -296,3 +296,25 @@ def test_the_documented_run_writes_its_tables_and_figure(tmp_path) -> None:
     assert result.methods[:2] == ["deconvnet", "guided backprop"] and result.masks.shape == (1, 112, 112)
     with pytest.raises(SystemExit):
         main(["--images", "2"])  # --out is required
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(12, 40), st.integers(12, 40), st.integers(1, 3))
+def test_layer_maps_reach_any_image_size(height: int, width: int, num: int) -> None:
+    model = small_model()
+    images = torch.rand(num, 3, height, width)
+    result = compare(model, images, 0, {"cam": LayerGradCam(model, model[3])}, metrics=[], baselines=("centre",))
+    assert result.maps["cam"].shape == result.maps["centre"].shape == (num, height, width)
+
+
+def test_figure_markers_agree_with_the_pointing_values(images: torch.Tensor, monkeypatch, tmp_path) -> None:
+    from zf_attr.analysis import comparison_figure
+
+    result = compare(small_model(), images, 0, {}, masks=square_masks(3, 0, 0), metrics=["pointing"], tolerance=0)
+    assert result.tolerance == 0 and result.values["pointing"]["centre"].tolist() == [0.0, 0.0, 0.0]
+    drawn = []
+    original = comparison_figure._points
+    monkeypatch.setattr(comparison_figure, "_points", lambda *args: drawn.append(original(*args)) or drawn[-1])
+    result.save_figure(tmp_path / "grid.png", methods=["centre"])
+    assert [hit for _, hit in drawn[0]] == [False, False, False]  # at 15 px (the function's default) they would hit
+    assert all(hit for _, hit in original(result, result.maps["centre"], 15))

@@ -51,6 +51,7 @@ class Comparison:
         other_targets: ``(N,)`` the classes of the class-sensitivity check, if run.
         randomization: method name -> the full per-layer :class:`~zf_attr.metrics.RandomizationResult`.
         notes: method name -> why a value is missing.
+        tolerance: the pointing game's tolerance in pixels (the figure's hit/miss markers use it too).
 
     Example:
         >>> import torch
@@ -78,6 +79,7 @@ class Comparison:
     other_targets: Tensor | None = None
     randomization: dict[str, RandomizationResult] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    tolerance: float = 15
 
     def summary(self) -> SummaryTable:
         """Mean ± sample std per method and metric (NaNs left out), ready for ``to_markdown`` / ``save``."""
@@ -243,6 +245,7 @@ def compare(
         other_targets=None if other is None else other.cpu(),
         randomization=randomised,
         notes=notes,
+        tolerance=tolerance,
     )
 
 

@@ -43,7 +43,7 @@ def save_comparison_figure(
     std: Sequence[float] | None = None,
     overlay: bool = False,
     title: str | None = None,
-    tolerance: float = 15,
+    tolerance: float | None = None,
     panel_size: float = 1.45,
     dpi: int = 100,
     palette: bool = False,
@@ -60,7 +60,7 @@ def save_comparison_figure(
         std: the per-channel standard deviation the images were normalised with.
         overlay: draw each map semi-transparently over a grey copy of the image.
         title: the figure title (default: a description of the normalisation).
-        tolerance: the pointing-game tolerance of the hit/miss markers, in pixels.
+        tolerance: the pointing-game tolerance of the hit/miss markers, in pixels (default: the comparison's).
         panel_size: the side of one panel in inches.
         dpi: the resolution of the saved file.
         palette: save a 256-colour PNG (needs Pillow): about a third of the size, for documentation.
@@ -115,7 +115,7 @@ def save_comparison_figure(
     outline = withStroke(linewidth=3, foreground="black")
     for column, name in enumerate(names, start=1):
         maps = comparison.maps[name][:rows]
-        points = _points(comparison, maps, tolerance)
+        points = _points(comparison, maps, comparison.tolerance if tolerance is None else tolerance)
         for row in range(rows):
             axis = figure.add_subplot(grid[row, column])
             heat = attribution_to_image(maps[row], "all" if signed[name] else "absolute")

@@ -129,7 +129,7 @@ def shapes_comparison(
             report(f"wrote {path}")
         path = result.save_figure(
             out / "comparison_zfnet.png", max_images=figure_images, class_names=data.classes, mean=data.MEAN,
-            std=data.STD, tolerance=tolerance, dpi=80, palette=True,
+            std=data.STD, dpi=80, palette=True,
         )  # fmt: skip
         report(f"wrote {path}")
     report(table.to_markdown())
