@@ -28,6 +28,7 @@ from zf_attr.occlusion import (
     locate_window,
     measured_forward,
 )
+from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_engine, validate_engine_options
 
 __all__ = ["OcclusionSensitivity"]
 
@@ -46,13 +47,31 @@ class OcclusionSensitivity(PerturbationAttribution):
     * ``target=None`` is accepted only when the model returns one value per example; Captum would attribute
       every output element (1000 logits → 1000 × the input's memory).
     * Attributions have the promoted dtype of the output and float32 (Captum always returns float32).
+    * Models that ``torch.fx`` can trace into supported ops run on the incremental engine
+      (:mod:`zf_attr.occlusion.incremental`, ``docs/fast-occlusion.md``): per layer only the region a window
+      can change is recomputed, with the same results up to float rounding.
 
     Attributes:
         last_perturbations_per_eval: the windows per forward pass used by the last ``attribute`` call.
+        last_engine: ``"incremental"`` or ``"batched"``: the engine of the last call.
+        last_engine_note: why that engine was used.
+        last_approximation_error: with ``approximate`` or a low-precision ``dtype``, the largest difference
+            between the score drops of the engine and of exact float32 recomputation on a sample of up to 16
+            windows, relative to the largest exact drop there; ``None`` for exact runs.
 
     Args:
         forward_func: the model, or any callable mapping the inputs (then ``additional_forward_args``) to an
             output with one row per example. An ``nn.Module`` is never modified (no mode change, no hooks left).
+        engine: ``"auto"`` (default): the incremental engine for a traceable eval-mode model of at least
+            20 M multiply-accumulates per example, else plain batched recomputation (a model that cannot be
+            traced is noted once with a :class:`~zf_attr.errors.ZFAttrWarning`); ``"incremental"``: the engine
+            whenever the model supports it (else the same fallback and note); ``"batched"``: Captum's method.
+        approximate: ``None`` (exact) or Krypton's projective-field threshold: a fraction in ``(0, 1]``
+            capping each changed region's side relative to its map (changes beyond it are dropped); the
+            measured error is stored in ``last_approximation_error``.
+        dtype: compute the incremental engine in this dtype (``torch.bfloat16`` via autocast; error measured
+            as for ``approximate``); ``None``: the input's dtype.
+        channels_last: give convolutions ``torch.channels_last`` patches (faster on CUDA).
 
     Example:
         >>> import torch, torchvision
@@ -65,10 +84,22 @@ class OcclusionSensitivity(PerturbationAttribution):
         torch.Size([2, 3, 32, 32])
     """
 
-    def __init__(self, forward_func: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        forward_func: Callable[..., Any],
+        engine: str = "auto",
+        approximate: float | None = None,
+        dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+    ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable (a model or function), got {type(forward_func).__name__}")
+        validate_engine_options(engine, approximate, dtype, channels_last)
         PerturbationAttribution.__init__(self, forward_func)
+        self.engine, self.approximate, self.dtype, self.channels_last = engine, approximate, dtype, channels_last
+        self.last_engine: str | None = None
+        self.last_engine_note: str | None = None
+        self.last_approximation_error: float | None = None
 
     @attribution_method
     def attribute(
@@ -129,10 +160,22 @@ class OcclusionSensitivity(PerturbationAttribution):
         num_windows = sum(grid.num_windows for grid in grids)
 
         with torch.no_grad():
-            output, bytes_per_copy = measured_forward(lambda: self.forward_func(*inputs_tuple, *extra), inputs_tuple)
+            with count_macs() as macs:
+                output, bytes_per_copy = measured_forward(
+                    lambda: self.forward_func(*inputs_tuple, *extra), inputs_tuple
+                )
             initial = self._scores(output, target, num_examples)
+            engine = select_engine(
+                self, self.engine, self.forward_func, inputs_tuple, extra, output, macs[0],
+                dtype=self.dtype, channels_last=self.channels_last,
+            )  # fmt: skip
+            budget = memory_budget if memory_budget is not None else default_memory_budget(inputs_tuple[0].device)
+            if engine is not None:
+                bytes_per_copy = engine.bytes_per_copy(grids[0].slices(grids[0].num_windows // 2), fills[0])
+                engine, budget = fit_engine(self, engine, memory_budget, int(budget), bytes_per_copy)
+                if engine is None:
+                    _, bytes_per_copy = measured_forward(lambda: self.forward_func(*inputs_tuple, *extra), inputs_tuple)
             if perturbations_per_eval is None:
-                budget = memory_budget if memory_budget is not None else default_memory_budget(inputs_tuple[0].device)
                 copies = copies_per_batch(int(budget), bytes_per_copy, num_windows)
             else:
                 copies = min(perturbations_per_eval, num_windows)
@@ -140,10 +183,19 @@ class OcclusionSensitivity(PerturbationAttribution):
             dtype = torch.promote_types(initial.dtype, torch.float32)
             totals = [torch.zeros(t.shape, dtype=dtype, device=t.device) for t in inputs_tuple]
             progress = tqdm(total=num_windows, desc=f"{self.get_name()} attribution", disable=not show_progress)
+            if engine is None:
+                batches = (
+                    (ids, self.forward_func(*occluded, *expand_additional_forward_args(extra, len(ids))))
+                    for ids, occluded in iter_occluded(inputs_tuple, grids, fills, copies)
+                )
+            else:
+                batches = (
+                    (ids, engine.run([grids[0].slices(i) for i in ids], fills[0], cap=self.approximate))
+                    for ids in (range(i, min(i + copies, num_windows)) for i in range(0, num_windows, copies))
+                )
             try:
-                for ids, occluded in iter_occluded(inputs_tuple, grids, fills, copies):
+                for ids, out in batches:
                     k = len(ids)
-                    out = self.forward_func(*occluded, *expand_additional_forward_args(extra, k))
                     scores = self._scores(out, expand_target(target, k), k * num_examples)
                     diffs = (initial.unsqueeze(0) - scores.reshape(k, num_examples)).to(dtype)
                     for copy, window_id in enumerate(ids):
@@ -155,8 +207,27 @@ class OcclusionSensitivity(PerturbationAttribution):
                     progress.update(k)
             finally:
                 progress.close()
+            self.last_approximation_error = None
+            if engine is not None and (self.approximate is not None or self.dtype not in (None, torch.float32)):
+                self.last_approximation_error = self._measured_error(engine, grids[0], fills[0], target, output)
         attributions = [total / grid.coverage(total.device, dtype) for total, grid in zip(totals, grids, strict=True)]
         return format_output(was_tuple, attributions)
+
+    def _measured_error(self, engine: Any, grid: Any, fill: Tensor, target: Any, output: Tensor) -> float:
+        """Max |approximate - exact| score drop over up to 16 windows, relative to the largest exact drop."""
+        num_examples = output.shape[0]
+        ids = sorted({round(i * (grid.num_windows - 1) / 15) for i in range(16)})
+        windows = [grid.slices(i) for i in ids]
+        k = len(ids)
+        initial = self._scores(output, target, num_examples).double()
+        exact_engine = engine if self.dtype in (None, torch.float32) else engine.exact()
+        exact = exact_engine.run(windows, fill)
+        approximate = engine.run(windows, fill, cap=self.approximate)
+        drops = [
+            initial.unsqueeze(0) - self._scores(out, expand_target(target, k), k * num_examples).double().reshape(k, -1)
+            for out in (exact, approximate)
+        ]
+        return float((drops[1] - drops[0]).abs().max() / drops[0].abs().max().clamp_min(1e-30))
 
     @staticmethod
     def _scores(output: Any, target: Any, num_examples: int) -> Tensor:

@@ -11,14 +11,14 @@ Modules: :mod:`.regions` (projective-field arithmetic), :mod:`.graph` (tracing a
 
 from zf_attr.occlusion.incremental.engine import IncrementalEngine
 from zf_attr.occlusion.incremental.flops import OcclusionFlops, occlusion_flops
-from zf_attr.occlusion.incremental.graph import Unsupported, trace_ops
+from zf_attr.occlusion.incremental.graph import UnsupportedModelError, trace_ops
 from zf_attr.occlusion.incremental.regions import AxisGeometry, affected_outputs, fit_regions, needed_inputs
 
 __all__ = [
     "AxisGeometry",
     "IncrementalEngine",
     "OcclusionFlops",
-    "Unsupported",
+    "UnsupportedModelError",
     "affected_outputs",
     "fit_regions",
     "needed_inputs",

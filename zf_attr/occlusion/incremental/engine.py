@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zf_attr.occlusion.incremental.graph import Op, Unsupported, trace_ops
+from zf_attr.occlusion.incremental.graph import Op, UnsupportedModelError, trace_ops
 from zf_attr.occlusion.incremental.kernels import (
     Context,
     Patch,
@@ -48,12 +48,15 @@ class IncrementalEngine:
         model: an ``nn.Module`` in eval mode taking one image batch ``(N, C, H, W)``; never modified.
         inputs: the unoccluded batch ``(N, C, H, W)``.
         reference: the model's output on ``inputs`` (if given, the traced graph must reproduce it, else
-            :class:`~zf_attr.occlusion.incremental.graph.Unsupported` is raised).
-        dtype: compute in this dtype (e.g. ``torch.bfloat16``, via autocast); ``None``: the input's dtype.
+            :class:`~zf_attr.occlusion.incremental.graph.UnsupportedModelError` is raised).
+        dtype: ``torch.bfloat16`` or ``torch.float16``: compute under autocast in that dtype (approximate);
+            ``None`` or the input's dtype: exact.
         channels_last: hand patches to conv/pool in ``torch.channels_last`` memory format.
+        keep_modules: names of modules whose outputs :meth:`run` may return (``extra``); see
+            :meth:`node_of_module`.
 
     Raises:
-        Unsupported: the model cannot be traced or uses an op outside the table; ``str(error)`` says which.
+        UnsupportedModelError: the model cannot be traced or uses an op outside the table; ``str(error)`` says which.
 
     Example:
         >>> import torch, torchvision
@@ -77,35 +80,69 @@ class IncrementalEngine:
         *,
         dtype: torch.dtype | None = None,
         channels_last: bool = False,
+        keep_modules: Sequence[str] = (),
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise Unsupported("forward_func is a plain callable, not an nn.Module")
+            raise UnsupportedModelError("forward_func is a plain callable, not an nn.Module")
         if not isinstance(inputs, Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
-            raise Unsupported("the input is not one floating-point image batch (N, C, H, W)")
+            raise UnsupportedModelError("the input is not one floating-point image batch (N, C, H, W)")
         self.ops, self.module_outputs = trace_ops(model)
         self.device = inputs.device
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.users = [[j for j, op in enumerate(self.ops) if i in op.inputs] for i in range(len(self.ops))]
+        self.model, self.channels_last = model, channels_last
+        self.kept = {self.module_outputs[name] for name in keep_modules if name in self.module_outputs}
         with torch.no_grad(), self._autocast():
-            self.caches = self._forward(inputs.to(dtype) if dtype is not None else inputs)
-        self.shapes = [tuple(c.shape) if isinstance(c, Tensor) else () for c in self.caches]
+            self.caches = self._forward(inputs)
         self.padded: dict[int, Tensor] = {}
         for i, op in enumerate(self.ops):
             if op.kind == "spatial":
                 (cache,) = (self.caches[j] for j in op.inputs)
                 if cache.dim() != 4 or not self._spatial_fits(op, cache.shape, self.shapes[i]):
                     op.kind = "dense"  # e.g. average pooling whose ceil mode changes the output size
-                else:
-                    self.padded[i] = pad_cache(op, cache, self.shapes[i])
+            elif op.kind == "elementwise" and not self._pointwise_fits(op, i):
+                op.kind = "dense"  # broadcasting, constants, or not an image-shaped value
+        self._prune_caches()
         output = self.caches[-1]
         if not isinstance(output, Tensor):
-            raise Unsupported("the model does not return a tensor")
+            raise UnsupportedModelError("the model does not return a tensor")
         if reference is not None:
             scale = reference.detach().abs().max().clamp_min(1e-30)
             error = float((output.float() - reference.detach().float()).abs().max() / scale)
             if error > TRACE_TOLERANCE and dtype is None:
-                raise Unsupported(f"the traced graph does not reproduce the model's output (relative error {error:.1e})")
+                raise UnsupportedModelError(
+                    f"the traced graph does not reproduce the model's output (relative error {error:.1e})"
+                )
+
+    def _pointwise_fits(self, op: Op, i: int) -> bool:
+        shapes = [self.shapes[j] for j in op.inputs] + [self.shapes[i]]
+        consts = any(self.ops[j].kind == "const" for j in op.inputs)
+        return not consts and all(len(s) == 4 and s[-2:] == shapes[-1][-2:] and s[0] == shapes[-1][0] for s in shapes)
+
+    def _prune_caches(self) -> None:
+        """Keep only the cached values a batch reads; spatial ops read a padded copy (others a view into it)."""
+        needed = {len(self.ops) - 1, *self.kept}
+        for op in self.ops:
+            if op.kind in ("dense", "output") or (op.kind == "elementwise" and len(op.inputs) > 1):
+                needed.update(op.inputs)
+        shared: dict[tuple[Any, ...], Tensor] = {}
+        viewed: set[int] = set()
+        for i, op in enumerate(self.ops):
+            if op.kind != "spatial" or op.geometry is None:
+                continue
+            (j,) = op.inputs
+            padded = pad_cache(op, self.caches[j], self.shapes[i])
+            key = (j, tuple(padded.shape), op.geometry[0].padding, op.geometry[1].padding, op.pad_value)
+            self.padded[i] = padded = shared.setdefault(key, padded)
+            if j not in viewed:  # the whole value (a region that covers the map) is a view into the padded copy
+                top, left = op.geometry[0].padding, op.geometry[1].padding
+                self.caches[j] = padded[..., top : top + self.shapes[j][2], left : left + self.shapes[j][3]]
+                viewed.add(j)
+                needed.add(j)
+        for j, op in enumerate(self.ops):
+            if j not in needed and op.kind not in ("input", "const"):
+                self.caches[j] = None
 
     @staticmethod
     def _spatial_fits(op: Op, in_shape: Sequence[int], out_shape: Sequence[int]) -> bool:
@@ -117,20 +154,34 @@ class IncrementalEngine:
         return len(out_shape) == 4
 
     def _autocast(self) -> Any:
-        if self.dtype is None or self.dtype in (torch.float32, torch.float64):
+        if self.dtype not in (torch.bfloat16, torch.float16):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _forward(self, inputs: Tensor) -> list[Any]:
+        """Every op's value on the unoccluded input; values only single-input pointwise ops read are dropped."""
         values: list[Any] = []
+        self.shapes: list[tuple[int, ...]] = []
+        remaining = [len(users) for users in self.users]
+        droppable = [True] * len(self.ops)
         for op in self.ops:
             if op.kind == "input":
-                values.append(inputs)
+                value = inputs
             elif op.kind == "const":
-                values.append(op.value)
+                value = op.value
             else:
                 assert op.call is not None
-                values.append(op.call([values[j] for j in op.inputs]))
+                value = op.call([values[j] for j in op.inputs])
+            values.append(value)
+            self.shapes.append(tuple(value.shape) if isinstance(value, Tensor) else ())
+            for j in op.inputs:
+                droppable[j] &= (
+                    op.kind == "elementwise" and len(op.inputs) == 1 and len(self.shapes[-1]) == 4
+                    and self.shapes[-1] == self.shapes[j]
+                )  # fmt: skip
+                remaining[j] -= 1
+                if remaining[j] == 0 and droppable[j] and self.ops[j].kind not in ("input", "const"):
+                    values[j] = None
         return values
 
     @property
@@ -139,8 +190,9 @@ class IncrementalEngine:
         return self.caches[-1]
 
     def node_of_module(self, name: str) -> int | None:
-        """Index of the op whose value is the output of module ``name`` (``None`` if not called exactly once)."""
-        return self.module_outputs.get(name)
+        """Op index of module ``name``'s output, if it was called exactly once and passed in ``keep_modules``."""
+        index = self.module_outputs.get(name)
+        return index if index in self.kept else None
 
     def run(
         self,
@@ -181,13 +233,19 @@ class IncrementalEngine:
                         states[j] = None if self.ops[j].kind != "input" else states[j]
             output = to_dense(states[-1], self.caches[-1], context)
             if self.dtype is not None and output.is_floating_point() and output.dtype != inputs.dtype:
-                output = output.float()
+                output = output.to(inputs.dtype)
             if not extra:
                 return output
             return output, [to_dense(states[j], self.caches[j], context) for j in extra]
 
     def _step(
-        self, i: int, op: Op, states: list[State], windows: Sequence[tuple[slice, ...]], baseline: Tensor, context: Context
+        self,
+        i: int,
+        op: Op,
+        states: list[State],
+        windows: Sequence[tuple[slice, ...]],
+        baseline: Tensor,
+        context: Context,
     ) -> State:
         if op.kind == "input":
             return self._occluded_input(windows, baseline, context)
@@ -233,12 +291,30 @@ class IncrementalEngine:
         )
         return Patch(torch.where(mask, filled, values), top, left)
 
-    def state_bytes(self, window: tuple[slice, ...], baseline: Tensor) -> int:
-        """Largest value (bytes) any op holds for one window: the engine's cost of one occluded copy."""
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of the cached activations (and their padded copies) of the unoccluded input."""
+        storages = {}
+        for tensor in [c for c in self.caches if isinstance(c, Tensor)] + list(self.padded.values()):
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        return sum(storages.values())
+
+    def exact(self) -> IncrementalEngine:
+        """An engine for the same model and input in the input's dtype (the reference of low-precision runs)."""
+        return IncrementalEngine(self.model, self.caches[0], channels_last=self.channels_last)
+
+    def bytes_per_copy(self, window: tuple[slice, ...], baseline: Tensor) -> int:
+        """Memory one occluded copy costs: every op's value for ``window`` plus 5 × the largest of them.
+
+        Conservative: as if no value were freed (held skip connections, the allocator's caching), plus
+        :mod:`zf_attr.occlusion.batching`'s factor 5 for the workspace of the largest op (gathered patch, mask,
+        pasted patch, its contiguous copy, output).
+        """
         inputs = self.caches[0]
         n = inputs.shape[0]
         context = Context(example=torch.arange(n, device=self.device) % n, memory_format=self.memory_format)
-        largest = 0
+        largest = total = 0
         states: list[State] = [None] * len(self.ops)
         with torch.no_grad(), self._autocast():
             for i, op in enumerate(self.ops):
@@ -246,4 +322,5 @@ class IncrementalEngine:
                 value = states[i].values if isinstance(states[i], Patch) else states[i]
                 if isinstance(value, Tensor):
                     largest = max(largest, value.numel() * value.element_size())
-        return largest
+                    total += value.numel() * value.element_size()
+        return 5 * largest + total

@@ -13,11 +13,12 @@ Every traced node becomes an :class:`Op` of one of these kinds:
   softmax; always computed on whole maps.
 
 Ops run functionally (weights read from the modules, never in place), so the model is never modified and the
-cached activations are never overwritten. Anything else raises :class:`Unsupported` with the reason.
+cached activations are never overwritten. Anything else raises :class:`UnsupportedModelError` with the reason.
 """
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,10 +30,10 @@ from torch import Tensor, fx, nn
 
 from zf_attr.occlusion.incremental.regions import AxisGeometry
 
-__all__ = ["Op", "Unsupported", "trace_ops"]
+__all__ = ["Op", "UnsupportedModelError", "trace_ops"]
 
 
-class Unsupported(Exception):
+class UnsupportedModelError(Exception):
     """The model cannot run on the incremental engine; ``str(error)`` says why in one line."""
 
 
@@ -94,6 +95,15 @@ class _Children(nn.Module):
         return x
 
 
+def _defaults(model: nn.Module) -> dict[str, Any] | None:
+    """Default values of the forward arguments after the first (the engine calls ``model(x)`` only)."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty} or None
+
+
 def _is_zfnet(model: nn.Module) -> bool:
     from zf_attr.models.zfnet import ZFNet
 
@@ -135,11 +145,11 @@ _POINTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "add", "mul", "su
 
 
 def _module_op(module: nn.Module, name: str) -> tuple[str, dict[str, Any]]:
-    """``(kind, Op fields)`` for a call of ``module``, or :class:`Unsupported`."""
+    """``(kind, Op fields)`` for a call of ``module``, or :class:`UnsupportedModelError`."""
     kind_name = type(module).__name__
     if isinstance(module, nn.Conv2d):
         if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            raise Unsupported(f"{name}: Conv2d with padding={module.padding!r}, mode {module.padding_mode!r}")
+            raise UnsupportedModelError(f"{name}: Conv2d with padding={module.padding!r}, mode {module.padding_mode!r}")
         m = module
         return "spatial", dict(
             call=lambda v: F.conv2d(v[0], m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups),
@@ -149,7 +159,7 @@ def _module_op(module: nn.Module, name: str) -> tuple[str, dict[str, Any]]:
         )
     if isinstance(module, nn.MaxPool2d):
         if module.return_indices:
-            raise Unsupported(f"{name}: MaxPool2d with return_indices=True")
+            raise UnsupportedModelError(f"{name}: MaxPool2d with return_indices=True")
         m = module
         return "spatial", dict(
             call=lambda v: F.max_pool2d(v[0], m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode),
@@ -171,7 +181,7 @@ def _module_op(module: nn.Module, name: str) -> tuple[str, dict[str, Any]]:
         )
     if isinstance(module, nn.BatchNorm2d):
         if module.training or module.running_mean is None:
-            raise Unsupported(f"{name}: BatchNorm2d in training mode (or without running statistics)")
+            raise UnsupportedModelError(f"{name}: BatchNorm2d in training mode (or without running statistics)")
         m = module
         return "elementwise", dict(
             call=lambda v: F.batch_norm(v[0], m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
@@ -181,7 +191,7 @@ def _module_op(module: nn.Module, name: str) -> tuple[str, dict[str, Any]]:
         return "elementwise", dict(call=lambda v: F.local_response_norm(v[0], m.size, m.alpha, m.beta, m.k))
     if isinstance(module, _IDENTITIES):
         if module.training and not isinstance(module, nn.Identity):
-            raise Unsupported(f"{name}: {kind_name} in training mode (random)")
+            raise UnsupportedModelError(f"{name}: {kind_name} in training mode (random)")
         return "elementwise", dict(call=lambda v: v[0])
     if isinstance(module, _ACTIVATIONS):
         fn = _clone_if_inplace(module)
@@ -191,23 +201,25 @@ def _module_op(module: nn.Module, name: str) -> tuple[str, dict[str, Any]]:
         return "dense", dict(call=lambda v: F.linear(v[0], m.weight, m.bias), macs_per_output=m.in_features)
     if isinstance(module, _DENSE_MODULES):
         if isinstance(module, nn.Flatten) and not module.start_dim >= 1:
-            raise Unsupported(f"{name}: Flatten(start_dim={module.start_dim}) would merge the batch dimension")
+            raise UnsupportedModelError(
+                f"{name}: Flatten(start_dim={module.start_dim}) would merge the batch dimension"
+            )
         if isinstance(module, (nn.Softmax, nn.LogSoftmax)) and not (module.dim is not None and module.dim >= 1):
-            raise Unsupported(f"{name}: {kind_name}(dim={module.dim}) mixes examples")
+            raise UnsupportedModelError(f"{name}: {kind_name}(dim={module.dim}) mixes examples")
         m = module
         return "dense", dict(call=lambda v: m(v[0]))
-    raise Unsupported(f"{name}: module type {kind_name} is not supported")
+    raise UnsupportedModelError(f"{name}: module type {kind_name} is not supported")
 
 
 def _function_op(node: fx.Node) -> tuple[str, Callable[..., Any]]:
-    """``(kind, function to call)`` for a ``call_function`` / ``call_method`` node, or :class:`Unsupported`."""
+    """``(kind, function to call)`` for a ``call_function`` / ``call_method`` node, or :class:`UnsupportedModelError`."""
     target, kwargs = node.target, node.kwargs
     if node.op == "call_method":
         if target in _POINTWISE_METHODS:
             return "elementwise", lambda *a, **k: getattr(a[0], target)(*a[1:], **k)
         if target == "flatten" and _start_dim(node) >= 1:
             return "dense", lambda *a, **k: a[0].flatten(*a[1:], **k)
-        raise Unsupported(f"{node.name}: tensor method .{target}() is not supported")
+        raise UnsupportedModelError(f"{node.name}: tensor method .{target}() is not supported")
     if target in _POINTWISE_FUNCTIONS:
         return "elementwise", lambda *a, **k: target(*a, **{**k, **({"inplace": False} if "inplace" in k else {})})
     if target in _BINARY_FUNCTIONS:
@@ -215,15 +227,15 @@ def _function_op(node: fx.Node) -> tuple[str, Callable[..., Any]]:
     if target is torch.cat:
         dim = node.args[1] if len(node.args) > 1 else kwargs.get("dim", 0)
         if dim not in (1, -3):
-            raise Unsupported(f"{node.name}: torch.cat along dim {dim} (only channels, dim=1)")
+            raise UnsupportedModelError(f"{node.name}: torch.cat along dim {dim} (only channels, dim=1)")
         return "elementwise", torch.cat
     if target is torch.flatten:
         if _start_dim(node) < 1:
-            raise Unsupported(f"{node.name}: torch.flatten from dim 0 would merge the batch dimension")
+            raise UnsupportedModelError(f"{node.name}: torch.flatten from dim 0 would merge the batch dimension")
         return "dense", torch.flatten
     if target in _DENSE_FUNCTIONS:
         return "dense", target
-    raise Unsupported(f"{node.name}: function {getattr(target, '__name__', target)!r} is not supported")
+    raise UnsupportedModelError(f"{node.name}: function {getattr(target, '__name__', target)!r} is not supported")
 
 
 def _start_dim(node: fx.Node) -> int:
@@ -249,7 +261,7 @@ def trace_ops(model: nn.Module) -> tuple[list[Op], dict[str, int]]:
         that produced its output (by qualified name).
 
     Raises:
-        Unsupported: the model cannot be traced, or uses an op outside the table (the message names it).
+        UnsupportedModelError: the model cannot be traced, or uses an op outside the table (the message names it).
 
     Example:
         >>> import torch
@@ -260,21 +272,29 @@ def trace_ops(model: nn.Module) -> tuple[list[Op], dict[str, int]]:
     """
     tracer = _Tracer()
     try:
-        graph = tracer.trace(model)
+        graph = tracer.trace(model, concrete_args=_defaults(model))
     except Exception as error:  # fx raises many types (TraceError, TypeError, NotImplementedError...)
         if not _is_zfnet(model):
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise Unsupported(f"torch.fx cannot trace the model ({type(error).__name__}: {first[:160]})") from None
+            raise UnsupportedModelError(
+                f"torch.fx cannot trace the model ({type(error).__name__}: {first[:160]})"
+            ) from None
         graph = tracer.trace(_Children(model))  # ZFNet's forward: a shape check, then its children in order
+    for node in reversed(list(graph.nodes)):  # checks of the specialised default arguments
+        if node.op == "call_function" and node.target in (torch._assert, fx._symbolic_trace._assert_is_none):
+            graph.erase_node(node)
     root = fx.GraphModule(tracer.root, graph)
+    graph.eliminate_dead_code()
     ops: list[Op] = []
     index: dict[fx.Node, int] = {}
     for node in graph.nodes:
         operands = [n for n in node.all_input_nodes]
         inputs = tuple(index[n] for n in operands)
+        if node.op == "placeholder" and not node.users and node.args:
+            continue  # an unused argument with a default value
         if node.op == "placeholder":
             if any(op.kind == "input" for op in ops):
-                raise Unsupported("the model's forward takes more than one tensor argument")
+                raise UnsupportedModelError("the model's forward takes more than one tensor argument")
             op = Op(node.name, "input")
         elif node.op == "get_attr":
             value = root
@@ -283,12 +303,14 @@ def trace_ops(model: nn.Module) -> tuple[list[Op], dict[str, int]]:
             op = Op(node.name, "const", value=value)
         elif node.op == "output":
             if not isinstance(node.args[0], fx.Node):
-                raise Unsupported("the model returns a tuple, list or dict, not one tensor")
+                raise UnsupportedModelError("the model returns a tuple, list or dict, not one tensor")
             op = Op(node.name, "output", inputs=inputs, call=lambda v: v[0])
         elif node.op == "call_module":
             kind, fields = _module_op(root.get_submodule(str(node.target)), str(node.target))
             if len(operands) != 1 or node.kwargs:
-                raise Unsupported(f"{node.target}: module called with {len(operands)} tensors or keyword arguments")
+                raise UnsupportedModelError(
+                    f"{node.target}: module called with {len(operands)} tensors or keyword arguments"
+                )
             op = Op(node.name, kind, inputs=inputs, **fields)
         else:
             kind, fn = _function_op(node)

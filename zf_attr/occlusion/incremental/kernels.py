@@ -20,7 +20,17 @@ from torch import Tensor
 from zf_attr.occlusion.incremental.graph import Op
 from zf_attr.occlusion.incremental.regions import affected_outputs, fit_regions
 
-__all__ = ["Context", "Patch", "State", "gather", "pad_cache", "run_dense", "run_elementwise", "run_spatial", "to_dense"]
+__all__ = [
+    "Context",
+    "Patch",
+    "State",
+    "gather",
+    "pad_cache",
+    "run_dense",
+    "run_elementwise",
+    "run_spatial",
+    "to_dense",
+]
 
 
 @dataclass
@@ -88,7 +98,9 @@ def gather(
         rel_cols = cols - pad[1] - state.left[:, None]
         inside = ((rel_rows >= 0) & (rel_rows < h))[:, :, None] & ((rel_cols >= 0) & (rel_cols < w))[:, None, :]
         rows_index = torch.arange(len(rows), device=device)[:, None, None]
-        changed = state.values[rows_index, :, rel_rows.clamp(0, h - 1)[:, :, None], rel_cols.clamp(0, w - 1)[:, None, :]]
+        changed = state.values[
+            rows_index, :, rel_rows.clamp(0, h - 1)[:, :, None], rel_cols.clamp(0, w - 1)[:, None, :]
+        ]
         base = torch.where(inside[..., None], changed, base)
     return base.permute(0, 3, 1, 2)
 
@@ -125,9 +137,10 @@ def _cap(cap: float | None, size: int) -> int | None:
 def run_elementwise(
     op: Op, states: list[State], caches: list[Any], context: Context, consts: list[bool], out_shape: tuple[int, ...]
 ) -> State:
-    """A spatially pointwise op: applied to the union rectangle of its changed inputs (or densely)."""
-    spatial = not any(consts) and all(c.dim() == 4 and c.shape[-2:] == out_shape[-2:] for c in caches)
-    if spatial and len(out_shape) == 4 and all(isinstance(s, Patch) or s is None for s in states):
+    """A spatially pointwise op (inputs and output of one spatial shape): on the union of the changed rectangles."""
+    if len(states) == 1 and isinstance(states[0], Patch):  # one changed input: same rectangle, no cache needed
+        return Patch(op.call([states[0].values]), states[0].top, states[0].left)
+    if all(isinstance(s, Patch) or s is None for s in states):
         top, left, h, w = _union(states, tuple(out_shape[-2:]), context.cap)
         values = [gather(s, c, context, top, left, h, w) for s, c in zip(states, caches, strict=True)]
         return Patch(op.call(values), top, left)
@@ -143,7 +156,9 @@ def run_dense(op: Op, states: list[State], caches: list[Any], context: Context, 
     return op.call(values)
 
 
-def run_spatial(op: Op, state: State, cache: Tensor, padded: Tensor, out_shape: tuple[int, ...], context: Context) -> State:
+def run_spatial(
+    op: Op, state: State, cache: Tensor, padded: Tensor, out_shape: tuple[int, ...], context: Context
+) -> State:
     """Conv / pool: recompute the outputs whose receptive field meets the changed rectangle, on a patch.
 
     ``padded`` is the cache padded with ``op.pad_value`` (by the op's padding before the map and enough after

@@ -111,4 +111,3 @@ def brute_force_affected(lo: int, hi: int, axis: AxisGeometry, in_size: int, out
         if any(lo <= o * axis.stride - axis.padding + j * axis.dilation < hi for j in range(axis.kernel))
     ]
     return (hit[0], hit[-1] + 1) if hit else (0, 0)
-
