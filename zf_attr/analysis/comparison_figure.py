@@ -16,6 +16,7 @@ a green circle when it hits the object, a red cross when it misses.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,12 +141,11 @@ def save_comparison_figure(
             if row == 0:
                 axis.set_title(f"{name}\n({'signed' if signed[name] else '≥ 0'})", fontsize=9)
     _colour_bars(figure, grid, columns, mappables)
-    figure.suptitle(
-        title
-        or "Attribution maps, each scaled by its own 99.5th-percentile magnitude"
-        + ("; cyan: object mask, marker: map maximum (green hit / red miss)" if comparison.masks is not None else ""),
-        fontsize=10,
+    text = title or "Attribution maps, each scaled by its own 99.5th-percentile magnitude" + (
+        "; cyan: object mask, marker: map maximum (green hit / red miss)" if comparison.masks is not None else ""
     )
+    characters = max(30, int(figure.get_figwidth() * 11))  # about 11 characters per inch at 10 pt
+    figure.suptitle("\n".join(textwrap.wrap(text, characters)), fontsize=10)
     path = Path(path)
     if not palette:
         figure.savefig(path, dpi=dpi)
