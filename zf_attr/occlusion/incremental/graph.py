@@ -212,7 +212,7 @@ def _module_op(module: nn.Module, name: str) -> tuple[str, dict[str, Any]]:
 
 
 def _function_op(node: fx.Node) -> tuple[str, Callable[..., Any]]:
-    """``(kind, function to call)`` for a ``call_function`` / ``call_method`` node, or :class:`UnsupportedModelError`."""
+    """``(kind, function)`` of a ``call_function`` / ``call_method`` node, or :class:`UnsupportedModelError`."""
     target, kwargs = node.target, node.kwargs
     if node.op == "call_method":
         if target in _POINTWISE_METHODS:
