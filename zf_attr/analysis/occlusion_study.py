@@ -20,6 +20,7 @@ from zf_attr._intercept import intercept
 from zf_attr.attr._layers import capture_layer_output, default_feature_layer, resolve_layer
 from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.occlusion import WindowGrid, copies_per_batch, default_memory_budget, iter_occluded, measured_forward
+from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_engine, validate_engine_options
 
 __all__ = ["OcclusionStudy", "occlusion_study", "project_feature_map"]
 
@@ -109,6 +110,7 @@ def occlusion_study(
     memory_budget: int | None = None,
     class_names: Sequence[str] | None = None,
     show_progress: bool = False,
+    engine: str = "auto",
 ) -> OcclusionStudy:
     """Slide a square occluder over ``image`` and measure the four quantities of the paper's Fig. 7.
 
@@ -126,6 +128,8 @@ def occlusion_study(
             memory on CUDA); occluder positions are batched under it.
         class_names: names of the classes, for the figure.
         show_progress: a progress bar counting occluder positions.
+        engine: ``"auto"``, ``"incremental"`` or ``"batched"``, as for :class:`zf_attr.OcclusionSensitivity`: the
+            incremental engine (``docs/fast-occlusion.md``) recomputes only what each occluder position changes.
 
     Returns:
         An :class:`OcclusionStudy`; ``study.save_figure(path)`` draws it.
@@ -142,6 +146,7 @@ def occlusion_study(
     """
     validate_model(model)
     validate_variant(variant)
+    validate_engine_options(engine, None, None, False)
     if not isinstance(image, Tensor) or not image.is_floating_point():
         raise TypeError("image must be a floating-point tensor (C, H, W), preprocessed as the model expects")
     if image.dim() == 4 and image.shape[0] == 1:
@@ -159,7 +164,7 @@ def occlusion_study(
         if layer is not None
         else resolve_layer(model, default_feature_layer(model, (batch,)))
     )
-    with torch.no_grad():
+    with torch.no_grad(), count_macs() as macs:
         (activation, logits), bytes_per_copy = measured_forward(
             lambda: capture_layer_output(model, module, (batch,), transform=lambda out: out.detach().clone()), (batch,)
         )
@@ -178,16 +183,20 @@ def occlusion_study(
         shape=tuple(batch.shape[1:]), window=(batch.shape[1], window, window), strides=(1, stride, stride)
     )
     budget = memory_budget if memory_budget is not None else default_memory_budget(batch.device)
+    fill_value = torch.tensor(fill, dtype=batch.dtype, device=batch.device)
+    state = _EngineChoice(engine)
+    incremental = select_engine(state, engine, model, (batch,), (), logits, macs[0], keep_modules=(layer_name,))
+    if incremental is not None:
+        bytes_per_copy = incremental.bytes_per_copy(grid.slices(grid.num_windows // 2), fill_value)
+        incremental, budget = fit_engine(state, incremental, memory_budget, budget, bytes_per_copy)
     copies = copies_per_batch(budget, bytes_per_copy, grid.num_windows)
     totals, target_p, top_p = (torch.empty(grid.num_windows, device=batch.device) for _ in range(3))
     top_class = torch.empty(grid.num_windows, dtype=torch.long, device=batch.device)
-    fill_value = torch.tensor(fill, dtype=batch.dtype, device=batch.device)
     progress = _progress(grid.num_windows, show_progress)
     with torch.no_grad():
-        for ids, (occluded,) in iter_occluded((batch,), [grid], (fill_value,), copies):
-            total, scores = capture_layer_output(
-                model, module, (occluded,), transform=lambda out: out[:, feature_map].sum(dim=(-2, -1))
-            )
+        for ids, total, scores in _sweep(
+            model, module, incremental, layer_name, batch, grid, fill_value, copies, feature_map
+        ):
             p = scores.softmax(dim=1)
             index = torch.tensor(ids, device=batch.device)
             totals[index], target_p[index] = total.to(totals.dtype), p[:, target].to(target_p.dtype)
@@ -238,6 +247,41 @@ def project_feature_map(
         seed[:, channel] = activation[:, channel].detach()
         (projection,) = torch.autograd.grad(activation, leaf, seed)
     return projection
+
+
+class _EngineChoice:
+    """Where :func:`~zf_attr.occlusion.incremental.select.select_engine` records its choice for the study."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self.last_engine: str | None = None
+        self.last_engine_note: str | None = None
+
+
+def _sweep(
+    model: nn.Module,
+    module: nn.Module,
+    engine: Any,
+    layer_name: str,
+    batch: Tensor,
+    grid: WindowGrid,
+    fill: Tensor,
+    copies: int,
+    feature_map: int,
+) -> Any:
+    """Yield ``(window ids, feature-map totals, logits)`` per batch, incrementally or by plain forward passes."""
+    if engine is None:
+        for ids, (occluded,) in iter_occluded((batch,), [grid], (fill,), copies):
+            total, scores = capture_layer_output(
+                model, module, (occluded,), transform=lambda out: out[:, feature_map].sum(dim=(-2, -1))
+            )
+            yield ids, total, scores
+        return
+    node = engine.node_of_module(layer_name)
+    for first in range(0, grid.num_windows, copies):
+        ids = list(range(first, min(first + copies, grid.num_windows)))
+        scores, (activation,) = engine.run([grid.slices(i) for i in ids], fill, extra=[node])
+        yield ids, activation[:, feature_map].sum(dim=(-2, -1)), scores
 
 
 def _progress(total: int, show: bool) -> Any:

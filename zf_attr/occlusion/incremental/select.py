@@ -138,6 +138,7 @@ def select_engine(
     *,
     dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    keep_modules: tuple[str, ...] = (),
 ) -> IncrementalEngine | None:
     """The incremental engine for this sweep, or ``None`` for plain batching (with the reason noted).
 
@@ -162,7 +163,11 @@ def select_engine(
     result = None
     if reason is None:
         try:
-            result = IncrementalEngine(forward_func, inputs[0], output, dtype=dtype, channels_last=channels_last)
+            result = IncrementalEngine(
+                forward_func, inputs[0], output, dtype=dtype, channels_last=channels_last, keep_modules=keep_modules
+            )
+            if any(result.node_of_module(name) is None for name in keep_modules):
+                result, reason = None, f"the layer {keep_modules[0]!r} is not one call of a module in the traced graph"
         except UnsupportedModelError as error:
             reason = str(error)
     method.last_engine = "batched" if result is None else "incremental"

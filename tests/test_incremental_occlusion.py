@@ -1,0 +1,339 @@
+"""The incremental occlusion engine: exact against plain recomputation, fallbacks, options, FLOP accounting."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from captum.attr import Occlusion
+from conftest import assert_bitwise_equal, assert_clean, quiet, relative_error, snapshot
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from zf_attr import OcclusionSensitivity
+from zf_attr.analysis import occlusion_study
+from zf_attr.errors import ZFAttrWarning
+from zf_attr.models import zfnet
+from zf_attr.occlusion import WindowGrid
+from zf_attr.occlusion.incremental import (
+    AxisGeometry,
+    IncrementalEngine,
+    UnsupportedModelError,
+    affected_outputs,
+    fit_regions,
+    needed_inputs,
+    occlusion_flops,
+)
+from zf_attr.occlusion.incremental.regions import brute_force_affected
+
+# --- region arithmetic -------------------------------------------------------------------------------------------
+
+
+@st.composite
+def geometries(draw):
+    kernel, stride = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    dilation = draw(st.integers(1, 3))
+    axis = AxisGeometry(kernel, stride, draw(st.integers(0, (kernel - 1) * dilation)), dilation)
+    size = draw(st.integers(axis.span, 24))
+    lo = draw(st.integers(0, size - 1))
+    hi = draw(st.integers(lo + 1, size))
+    return axis, size, lo, hi
+
+
+@settings(max_examples=200, deadline=None)
+@given(geometries())
+def test_affected_outputs_match_brute_force_and_a_real_convolution(case) -> None:
+    axis, size, lo, hi = case
+    out_size = (size + 2 * axis.padding - axis.span) // axis.stride + 1
+    first, last = affected_outputs(lo, hi, axis, out_size)
+    exact = brute_force_affected(lo, hi, axis, size, out_size)
+    if exact != (0, 0):  # never misses an affected output; exact without dilation gaps
+        assert first <= exact[0] and exact[1] <= last
+        if axis.dilation == 1:
+            assert (first, last) == exact
+    # a conv1d perturbed inside [lo, hi) changes nothing outside [first, last)
+    x = torch.randn(1, 1, size, dtype=torch.float64)
+    weight = torch.rand(1, 1, axis.kernel, dtype=torch.float64) + 0.5
+    y = x.clone()
+    y[..., lo:hi] += 1.0
+    conv = lambda t: F.conv1d(t, weight, None, axis.stride, axis.padding, axis.dilation)  # noqa: E731
+    changed = (conv(x) != conv(y))[0, 0].nonzero().flatten().tolist()
+    assert all(first <= o < last for o in changed)
+    # the outputs [first, last) read exactly the inputs needed_inputs names
+    if last > first:
+        start, stop = needed_inputs(first, last, axis)
+        reads = [
+            o * axis.stride - axis.padding + j * axis.dilation for o in range(first, last) for j in range(axis.kernel)
+        ]
+        assert (start, stop) == (min(reads), max(reads) + 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 8)), min_size=1, max_size=6), st.integers(1, 30))
+def test_fit_regions_one_length_inside_the_map(intervals, size) -> None:
+    lo = torch.tensor([min(a, size - 1) for a, _ in intervals])
+    hi = torch.tensor([min(a + n, size) for a, n in intervals])
+    starts, length = fit_regions(lo, hi, size)
+    assert 1 <= length <= size
+    assert bool((starts >= 0).all() and (starts + length <= size).all())
+    assert bool(((starts <= lo) & (starts + length >= hi)).all())  # every row's interval inside its region
+
+
+# --- exact on real models ----------------------------------------------------------------------------------------
+
+
+def occluded_reference(model, x, windows, fill):
+    copies = x.repeat(len(windows), 1, 1, 1)
+    n = x.shape[0]
+    fill = torch.broadcast_to(torch.as_tensor(fill, dtype=x.dtype), x.shape)
+    for k, window in enumerate(windows):
+        rows = slice(k * n, (k + 1) * n)
+        copies[(rows, *window)] = fill[(slice(None), *window)]
+    with torch.no_grad():
+        return model(copies)
+
+
+def some_windows(grid: WindowGrid, count: int = 5) -> list:
+    """Corners (incl. the cut-off last ones), the centre, and a spread of others."""
+    ids = {0, grid.num_windows - 1, grid.num_windows // 2, grid.grid_shape[-1] - 1}
+    ids |= set(range(0, grid.num_windows, max(1, grid.num_windows // count)))
+    return [grid.slices(i) for i in sorted(ids)]
+
+
+MODELS = {
+    "resnet18": (lambda: torchvision.models.resnet18(num_classes=7), 32, (7, 6)),
+    "vgg11": (lambda: torchvision.models.vgg11(num_classes=7), 32, (8, 5)),
+    "googlenet": (
+        lambda: torchvision.models.googlenet(num_classes=7, aux_logits=False, init_weights=False),
+        40,
+        (9, 7),
+    ),
+    "densenet121": (lambda: torchvision.models.densenet121(num_classes=7), 32, (6, 5)),
+    "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=7), 32, (7, 4)),
+    "zfnet": (lambda: zfnet(weights="DEFAULT"), 112, (13, 10)),
+}
+
+
+def calibrate_batch_norm(model: nn.Module, size: int = 32) -> nn.Module:
+    """Running statistics of random images (so activations neither vanish nor explode), then eval mode."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, size, size))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_engine_equals_full_recomputation(name: str) -> None:
+    """Float64 (float32 for MobileNetV2, whose float64 depthwise convolutions take minutes on a CPU)."""
+    build, size, (window, stride) = MODELS[name]
+    dtype, tolerance = (torch.float32, 1e-4) if name == "mobilenet_v2" else (torch.float64, 1e-10)
+    model = calibrate_batch_norm(build(), size).to(dtype)
+    x = torch.randn(2, 3, size, size, dtype=dtype)
+    grid = WindowGrid((3, size, size), (3, window, window), (3, stride, stride))
+    assert (size - window) % stride != 0  # the last windows are cut off at the border
+    windows = some_windows(grid)
+    fill = torch.randn(1, 3, 1, 1, dtype=dtype)
+    with torch.no_grad():
+        unoccluded = model(x)
+        engine = IncrementalEngine(model, x, unoccluded)
+    expected = occluded_reference(model, x, windows, fill) - unoccluded.repeat(len(windows), 1)
+    actual = engine.run(windows, fill) - unoccluded.repeat(len(windows), 1)
+    # the error is measured against the effect of the occlusion, which must be real
+    assert expected.abs().max() > 1e-3 * unoccluded.abs().max()
+    assert relative_error(actual, expected) <= tolerance
+
+
+class EveryOp(nn.Module):
+    """Every op of the table, with border effects: strides, padding, dilation, groups, ceil mode, concat, add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 5, stride=2, padding=2)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.act = nn.ReLU(inplace=True)
+        self.pool1 = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.lrn = nn.LocalResponseNorm(3, alpha=1e-2, beta=0.75, k=2.0)
+        self.dilated = nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.relu6 = nn.ReLU6()
+        self.avg = nn.AvgPool2d(3, stride=1, padding=1)
+        self.avg_ceil = nn.AvgPool2d(2, stride=2, ceil_mode=True)
+        self.pool2 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.drop = nn.Dropout(0.5)
+        self.hswish = nn.Hardswish()
+        self.gap = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(16 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lrn(self.pool1(self.act(self.bn1(self.conv1(x)))))
+        y = torch.cat([self.dilated(x), F.relu(self.grouped(x), inplace=True)], dim=1)
+        y = self.relu6(self.depthwise(y)) + y
+        y = self.hswish(self.avg(y)) * torch.sigmoid(y)
+        y = self.pool2(self.avg_ceil(y) - 0.5)
+        return self.fc(torch.flatten(self.drop(self.gap(y)), 1))
+
+
+@pytest.mark.parametrize(("size", "window", "stride"), [(29, 5, 3), (23, 1, 1)])
+def test_engine_equals_full_recomputation_on_every_supported_op(size: int, window: int, stride: int) -> None:
+    model = calibrate_batch_norm(EveryOp()).double()
+    ops = IncrementalEngine(model, torch.zeros(1, 3, size, size, dtype=torch.float64)).ops
+    assert {op.kind for op in ops} == {"input", "spatial", "elementwise", "dense", "output"}
+    x = torch.randn(1, 3, size, size, dtype=torch.float64)
+    grid = WindowGrid((3, size, size), (2, window, window), (1, stride, stride))  # also partial channels
+    windows = [grid.slices(i) for i in range(grid.num_windows)][:: max(1, grid.num_windows // 40)]
+    expected = occluded_reference(model, x, windows, 0.25)
+    actual = IncrementalEngine(model, x).run(windows, torch.tensor(0.25, dtype=torch.float64))
+    assert relative_error(actual, expected) <= 1e-11
+
+
+def test_attribution_equals_captum_and_leaves_the_model_untouched() -> None:
+    model = calibrate_batch_norm(EveryOp())
+    model.conv1.weight.requires_grad_(False)
+    before = snapshot(model)
+    x = torch.randn(2, 3, 30, 30)
+    kwargs = dict(sliding_window_shapes=(3, 7, 7), strides=(3, 4, 4), target=[1, 3], baselines=0.3)
+    method = OcclusionSensitivity(model, engine="incremental")
+    actual = method.attribute(x, **kwargs)
+    assert method.last_engine == "incremental" and method.last_approximation_error is None
+    with quiet():
+        expected = Occlusion(model).attribute(x, perturbations_per_eval=16, **kwargs)
+    assert relative_error(actual, expected) <= 1e-4
+    assert_bitwise_equal(model, before)
+    assert_clean(model)
+    assert not model.training and not model.conv1.weight.requires_grad and model.fc.weight.requires_grad
+    assert not torch.nn.modules.module._global_forward_hooks
+
+
+# --- fallback ----------------------------------------------------------------------------------------------------
+
+
+class DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if x.sum() > 0:  # not traceable by torch.fx
+            x = -x
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class Rolled(DataDependent):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.roll(self.conv(x), 1, dims=2).amax(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(("model", "reason"), [(DataDependent(), "torch.fx cannot trace"), (Rolled(), "roll")])
+def test_untraceable_or_unknown_op_falls_back_once_with_a_note(model: nn.Module, reason: str) -> None:
+    model.eval()
+    x = torch.randn(1, 3, 12, 12)
+    kwargs = dict(sliding_window_shapes=(3, 4, 4), strides=2, target=2)
+    method = OcclusionSensitivity(model, engine="incremental")
+    with pytest.warns(ZFAttrWarning, match=reason):
+        actual = method.attribute(x, **kwargs)
+    assert method.last_engine == "batched" and reason in method.last_engine_note
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # noted once, not on every call
+        method.attribute(x, **kwargs)
+    with quiet():
+        expected = Occlusion(model).attribute(x, **kwargs)
+    assert relative_error(actual, expected) <= 1e-5
+    assert_clean(model)
+    with pytest.raises(UnsupportedModelError, match=reason):
+        IncrementalEngine(model, x)
+
+
+def test_auto_choice_and_memory_budget() -> None:
+    small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    method = OcclusionSensitivity(small)
+    method.attribute(torch.randn(1, 3, 8, 8), (3, 2, 2), target=0)
+    assert method.last_engine == "batched" and "small model" in method.last_engine_note
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    method = OcclusionSensitivity(model)
+    auto = method.attribute(x, (3, 16, 16), strides=16, target=0)
+    assert method.last_engine == "incremental"
+    method = OcclusionSensitivity(model, engine="incremental")
+    with pytest.warns(ZFAttrWarning, match="memory_budget"):
+        tight = method.attribute(x, (3, 16, 16), strides=16, target=0, memory_budget=2**20)
+    assert method.last_engine == "batched"
+    assert relative_error(auto, tight) <= 1e-4
+
+
+def test_bad_engine_options_name_the_argument() -> None:
+    model = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="engine"):
+        OcclusionSensitivity(model, engine="fast")
+    with pytest.raises(ValueError, match="approximate"):
+        OcclusionSensitivity(model, approximate=1.5)
+    with pytest.raises(ValueError, match="dtype"):
+        OcclusionSensitivity(model, dtype=torch.int8)
+    with pytest.raises(TypeError, match="channels_last"):
+        OcclusionSensitivity(model, channels_last="yes")
+    with pytest.raises(ValueError, match="engine"):
+        occlusion_study(model, torch.randn(3, 8, 8), 0, window=4, stride=4, engine="fast")
+
+
+# --- approximate mode, low precision, channels_last --------------------------------------------------------------
+
+
+def test_approximate_bf16_and_channels_last_report_their_error() -> None:
+    model = calibrate_batch_norm(torchvision.models.resnet18(num_classes=4))
+    x = torch.randn(1, 3, 64, 64)
+    kwargs = dict(sliding_window_shapes=(3, 8, 8), strides=(3, 8, 8), target=1)
+    exact = OcclusionSensitivity(model, engine="incremental").attribute(x, **kwargs)
+    full_cap = OcclusionSensitivity(model, engine="incremental", approximate=1.0)
+    assert relative_error(full_cap.attribute(x, **kwargs), exact) <= 1e-4
+    assert full_cap.last_approximation_error <= 1e-4
+    capped = OcclusionSensitivity(model, engine="incremental", approximate=0.3)
+    approximate = capped.attribute(x, **kwargs)
+    assert 1e-4 < capped.last_approximation_error < 10
+    assert relative_error(approximate, exact) > 1e-4
+    low = OcclusionSensitivity(model, engine="incremental", dtype=torch.bfloat16, channels_last=True)
+    result = low.attribute(x, **kwargs)
+    assert result.dtype == torch.float32 and 0 < low.last_approximation_error < 1
+    assert relative_error(result, exact) < 1
+    fast_layout = OcclusionSensitivity(model, engine="incremental", channels_last=True)
+    assert relative_error(fast_layout.attribute(x, **kwargs), exact) <= 1e-4
+
+
+# --- FLOP accounting and the study -------------------------------------------------------------------------------
+
+
+def test_flop_accounting_by_hand_and_the_issue_bounds() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 8 * 8, 3)).eval()
+    flops = occlusion_flops(model, (1, 8, 8), window=2, stride=2)  # 16 windows
+    conv_full, linear_full = 8 * 8 * 2 * 9, 2 * 8 * 8 * 3
+    changed = 0
+    for r in range(0, 8, 2):
+        for c in range(0, 8, 2):
+            rows = brute_force_affected(r, r + 2, AxisGeometry(3, 1, 1), 8, 8)
+            cols = brute_force_affected(c, c + 2, AxisGeometry(3, 1, 1), 8, 8)
+            changed += (rows[1] - rows[0]) * (cols[1] - cols[0]) * 2 * 9
+    assert flops.layers[0][1:] == (conv_full, changed)
+    assert flops.layers[1][1:] == (linear_full, 16 * linear_full)
+    assert flops.full_macs == 16 * (conv_full + linear_full)
+    vgg = occlusion_flops(torchvision.models.vgg11(num_classes=10).eval(), (3, 224, 224), window=16, stride=16)
+    assert vgg.bound == pytest.approx(11.0, rel=0.02)  # the issue's ~11x for VGG-11
+
+
+def test_study_on_the_engine_equals_the_batched_study() -> None:
+    model = calibrate_batch_norm(torchvision.models.resnet18(num_classes=5))
+    image = torch.randn(3, 48, 48)
+    batched = occlusion_study(model, image, 2, window=12, stride=9, engine="batched")
+    fast = occlusion_study(model, image, 2, window=12, stride=9, engine="incremental")
+    assert fast.layer == "layer4"
+    assert relative_error(fast.map_activation, batched.map_activation) <= 1e-4
+    assert relative_error(fast.target_probability, batched.target_probability) <= 1e-4
+    assert torch.equal(fast.top_class, batched.top_class)
+    assert_clean(model)
