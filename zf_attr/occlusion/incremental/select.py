@@ -9,8 +9,10 @@ Memory: the engine holds the cached activations of the unoccluded image besides 
 fixed memory is estimated by :func:`fixed_bytes`; an explicit ``memory_budget`` must hold it plus one copy (else
 batching is used), and the windows per batch come from what is left. Without an explicit budget the default
 budget is spent on the copies and the fixed memory comes on top. When
-a model cannot run incrementally the sweep falls back to plain batched recomputation and says why once
-(a :class:`~zf_attr.errors.ZFAttrWarning` per reason and method object).
+a model cannot run incrementally the sweep falls back to plain batched recomputation and says why in
+``last_engine_note``; a model that cannot be traced or uses an unknown op (or any fallback when
+``engine="incremental"`` was asked for) is also reported once per reason and method object with a
+:class:`~zf_attr.errors.ZFAttrWarning`.
 """
 
 from __future__ import annotations
@@ -148,11 +150,12 @@ def select_engine(
     if engine == "batched":
         reason, quiet = "engine='batched' was requested", True
     elif not isinstance(forward_func, nn.Module):
-        reason = "forward_func is a plain callable, not an nn.Module (cannot be traced)"
+        reason, quiet = "forward_func is a plain callable, not an nn.Module (cannot be traced)", engine == "auto"
     elif len(inputs) != 1 or extra:
-        reason = "the model takes several inputs or additional_forward_args"
+        reason, quiet = "the model takes several inputs or additional_forward_args", engine == "auto"
     elif inputs[0].dim() != 4:
         reason = f"the input has shape {tuple(inputs[0].shape)}, not an image batch (N, C, H, W)"
+        quiet = engine == "auto"
     elif any(module.training for module in forward_func.modules()):
         reason = "the model is in training mode (call model.eval())"
     elif engine == "auto" and macs < AUTO_MIN_MACS * inputs[0].shape[0]:
