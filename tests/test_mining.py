@@ -281,3 +281,17 @@ def test_runs_over_parts_of_a_data_set_merge_into_the_whole(tmp_path) -> None:
         mine_top_k(IDENTITY, "0", maps, k=1, indices=[1, 1], show_progress=False)
     with pytest.raises(TypeError, match="indices= needs"):
         mine_top_k(IDENTITY, "0", iter(maps), k=1, indices=[1], show_progress=False)
+
+
+def test_loaders_that_would_give_wrong_ids_or_shards() -> None:
+    from torch.utils.data import DistributedSampler
+
+    from zf_attr.errors import ZFAttrWarning
+
+    dataset = TensorDataset(torch.randn(6, 1, 2, 2))
+    sampler = DistributedSampler(dataset, num_replicas=4, rank=0, shuffle=False)
+    with pytest.raises(TypeError, match="DistributedSampler"):
+        mine_top_k(IDENTITY, "0", DataLoader(dataset, sampler=sampler), k=1, show_progress=False)
+    with pytest.warns(ZFAttrWarning, match="shuffled"):
+        shuffled = mine_top_k(IDENTITY, "0", DataLoader(dataset, shuffle=True), k=1, show_progress=False)
+    assert shuffled.images_seen == 6

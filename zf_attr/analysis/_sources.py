@@ -7,12 +7,23 @@ filtered by position.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+)
+
+from zf_attr.errors import ZFAttrWarning
 
 __all__ = ["Source"]
 
@@ -42,8 +53,10 @@ class Source:
                 "indices= needs data that can be indexed: a tensor, a map-style Dataset or an unshuffled DataLoader "
                 f"over one; got {type(data).__name__}"
             )
-        if isinstance(data, DataLoader) and _sized(data.dataset):
-            return _own(len(data.dataset), self.rank, self.world)  # type: ignore[arg-type]
+        if isinstance(data, DataLoader):
+            _check_loader(data, self.world > 1)
+            if _sized(data.dataset):
+                return _own(len(data.dataset), self.rank, self.world)  # type: ignore[arg-type]
         return None
 
     def __iter__(self) -> Iterator[Batch]:
@@ -129,6 +142,28 @@ class Source:
                 pending_ids, pending = [], []
         if pending:
             yield torch.tensor(pending_ids, dtype=torch.long), torch.stack(pending)
+
+
+def _check_loader(loader: DataLoader, sharded: bool) -> None:
+    """Refuse loaders whose order would make the ids or the shards wrong; warn where ids are not data-set indices."""
+    if isinstance(loader.sampler, DistributedSampler):
+        raise TypeError(
+            "data is a DataLoader with a DistributedSampler: mine_top_k shards the data itself (without the padding "
+            "duplicates a DistributedSampler adds, which would break exactness); pass the data set, or an unshuffled "
+            "DataLoader over it, on every rank"
+        )
+    if isinstance(loader.sampler, RandomSampler):
+        if sharded:
+            raise TypeError(
+                "data is a shuffled DataLoader: every rank must read the images in the same order; pass the data set "
+                "or a DataLoader with shuffle=False (mine_top_k shards it itself)"
+            )
+        warnings.warn(
+            "data is a shuffled DataLoader: image ids are positions in this shuffled stream, not data-set indices; "
+            "use shuffle=False to get data-set indices (needed to fetch the images again for the atlas)",
+            ZFAttrWarning,
+            stacklevel=5,
+        )
 
 
 def _checked_indices(indices: Any, length: int) -> list[int]:
