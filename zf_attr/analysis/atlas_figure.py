@@ -7,6 +7,7 @@ on the right, both in strongest-first order, each tile labelled with the activat
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,12 +136,13 @@ def plot_atlas(
                 axis.set_title(f"{value:.3g} · #{image_id}", fontsize=5.5, pad=1.5)
     for block in blocks[len(order) :]:
         block.set_facecolor("none")
-    figure.suptitle(
+    text = (
         f"Top-{k} activations of {atlas.layer}, strongest first: deconvnet projections (signed, grey = 0, "
         "per-tile contrast) and the receptive fields in the images (white: beyond the image border); "
-        "tiles: activation · image id",
-        fontsize=8,
+        "tiles: activation · image id"
     )
+    characters = max(30, int(figure.get_figwidth() * 14))  # about 14 characters per inch at 8 pt
+    figure.suptitle("\n".join(textwrap.wrap(text, characters)), fontsize=8)
     return figure
 
 
