@@ -45,10 +45,11 @@ def test_atlas_resume_needs_a_checkpoint(shape_image_files: Path, tmp_path: Path
 
 
 def test_atlas_resume_continues(shape_image_files: Path, tmp_path: Path) -> None:
-    args = ["atlas", "--shapes", "6", "--layer", "conv1", "--channels", "0", "1", "--k", "3", "--batch-size", "2"]
+    args = ["atlas", "--shapes", "6", "--layer", "conv1", "--channels", "0", "1", "--k", "3", "--all-locations"]
     first = zf_attr_cli(*args, "--device", "cpu", "--out", str(tmp_path), "--quiet")
     assert first.returncode == 0, first.stderr
     before = TopKActivations.load(tmp_path / "mined.pt")
+    assert not before.one_per_image and before.images_seen == 6
     again = zf_attr_cli(*args, "--resume", "--device", "cpu", "--out", str(tmp_path), "--quiet")
     assert again.returncode == 0, again.stderr
     after = TopKActivations.load(tmp_path / "mined.pt")

@@ -71,6 +71,11 @@ def configure_atlas(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--workers", type=int, default=0, help="image-reading processes (default: 0)")
     parser.add_argument("--variant", choices=("gradient", "strict"), default="gradient", help="deconvnet variant")
+    parser.add_argument(
+        "--all-locations",
+        action="store_true",
+        help="keep the k strongest locations wherever they are (default: one per image, as the paper)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/mined.pt of an interrupted run")
     add_model_arguments(parser, layer_help="the layer, e.g. layer3 or features.28 (default: the last conv block)")
     add_output_arguments(parser, "zf-attr-atlas")
@@ -129,8 +134,9 @@ def run_atlas(args: argparse.Namespace) -> int:
     with outputs.session():
         try:
             mined = mine_top_k(
-                loaded.model, layer, loader, k=args.k, channels=channels, checkpoint=checkpoint,
-                checkpoint_every=10, resume_from=checkpoint if args.resume else None, show_progress=progress,
+                loaded.model, layer, loader, k=args.k, channels=channels, one_per_image=not args.all_locations,
+                checkpoint=checkpoint, checkpoint_every=10, resume_from=checkpoint if args.resume else None,
+                show_progress=progress,
             )  # fmt: skip
         except InputError as error:
             raise CommandError(str(error)) from error
