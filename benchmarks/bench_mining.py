@@ -31,11 +31,8 @@ How to run (from the repository root; wrap timing runs in ``flock /tmp/zf_bench.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -47,9 +44,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-import zf_attr
 from zf_attr.analysis import TopKActivations, mine_top_k
 from zf_attr.attr._layers import capture_layer_output
+from zf_attr.benchmarking import environment, load_average, short_name
 from zf_attr.models.shapes import ShapesDataset
 
 TARGET_RATIO = 1.25
@@ -79,28 +76,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if min(args.batch, args.k, args.repeats) < 1 or args.warmup < 0:
         parser.error("need --batch, --k, --repeats >= 1 and --warmup >= 0")
     return args
-
-
-def device_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown-cpu"
-
-
-def short_name(name: str) -> str:
-    name = re.sub(r"\((R|TM|tm|r)\)|@.*$|\bCPU\b|\bProcessor\b", " ", name)
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def make_batches(size: int, count: int, batch: int, seed: int) -> list[Tensor]:
@@ -256,22 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    name = device_name()
-    report: dict[str, Any] = {
-        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": "cpu",
-        "device_name": name,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "zf_attr": zf_attr.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_before": load_average(),
-        "target_ratio": TARGET_RATIO,
-        "results": [],
-    }
+    report: dict[str, Any] = environment(torch.device("cpu"))
+    report.update(cpu_count=os.cpu_count(), target_ratio=TARGET_RATIO, results=[])
+    name = report["device_name"]
     for layer, size, count in args.configs:
         result = benchmark(layer, size, count, args)
         report["results"].append(result)
