@@ -135,9 +135,12 @@ def test_engine_equals_full_recomputation_in_float64(name: str) -> None:
     dtype, tolerance = torch.float64, 1e-10
     model = calibrate_batch_norm(build(), size).to(dtype)
     x = torch.randn(1 if name in ("densenet121", "googlenet", "mobilenet_v2") else 2, 3, size, size, dtype=dtype)
-    grid = WindowGrid((3, size, size), (3, window, window), (3, stride, stride))
     assert (size - window) % stride != 0  # the last windows are cut off at the border
-    windows = some_windows(grid)
+    grid = WindowGrid((3, size, size), (3, window, window), (3, stride, stride))
+    heavy = name in ("densenet121", "googlenet", "mobilenet_v2")  # slow float64 (depthwise) convolutions
+    windows = (
+        [grid.slices(i) for i in (0, grid.num_windows // 2, grid.num_windows - 1)] if heavy else some_windows(grid)
+    )
     fill = torch.randn(1, 3, 1, 1, dtype=dtype)
     with torch.no_grad():
         unoccluded = model(x)
@@ -222,7 +225,7 @@ class DataDependent(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        if x.sum() > 0:  # not traceable by torch.fx
+        if x.shape[-1] > 1:  # Python control flow on a traced value: not traceable by torch.fx
             x = -x
         return self.fc(x.mean(dim=(2, 3)))
 
@@ -288,8 +291,8 @@ def test_bad_engine_options_name_the_argument() -> None:
 
 def test_approximate_bf16_and_channels_last_report_their_error() -> None:
     model = calibrate_batch_norm(torchvision.models.resnet18(num_classes=4))
-    x = torch.randn(1, 3, 48, 48)
-    kwargs = dict(sliding_window_shapes=(3, 12, 12), strides=(3, 12, 12), target=1)
+    x = torch.randn(1, 3, 32, 32)
+    kwargs = dict(sliding_window_shapes=(3, 8, 8), strides=(3, 8, 8), target=1)
     exact = OcclusionSensitivity(model, engine="incremental").attribute(x, **kwargs)
     full_cap = OcclusionSensitivity(model, engine="incremental", approximate=1.0)
     assert relative_error(full_cap.attribute(x, **kwargs), exact) <= 1e-4
