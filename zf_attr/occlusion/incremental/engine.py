@@ -305,22 +305,31 @@ class IncrementalEngine:
         return IncrementalEngine(self.model, self.caches[0], channels_last=self.channels_last)
 
     def bytes_per_copy(self, window: tuple[slice, ...], baseline: Tensor) -> int:
-        """Memory one occluded copy costs: every op's value for ``window`` plus 5 × the largest of them.
+        """Memory one occluded copy costs: 2 × (peak of the values alive at once for ``window`` + 4 × the largest).
 
-        Conservative: as if no value were freed (held skip connections, the allocator's caching), plus
-        :mod:`zf_attr.occlusion.batching`'s factor 5 for the workspace of the largest op (gathered patch, mask,
-        pasted patch, its contiguous copy, output).
+        Values stay alive until their last reader has run (held skip connections included); the 4 × largest
+        covers the workspace of the largest op (gathered patch, mask, pasted patch, contiguous copy); the factor
+        2 covers the allocator (ResNet-18 at 160×160: measured 2.0 MiB more peak resident memory per window,
+        estimate 1.5 MiB).
         """
         inputs = self.caches[0]
         n = inputs.shape[0]
         context = Context(example=torch.arange(n, device=self.device) % n, memory_format=self.memory_format)
-        largest = total = 0
+        largest = live = peak = 0
         states: list[State] = [None] * len(self.ops)
+        remaining = [len(users) for users in self.users]
+        sizes = [0] * len(self.ops)
         with torch.no_grad(), self._autocast():
             for i, op in enumerate(self.ops):
                 states[i] = self._step(i, op, states, [window], baseline, context)
                 value = states[i].values if isinstance(states[i], Patch) else states[i]
                 if isinstance(value, Tensor):
-                    largest = max(largest, value.numel() * value.element_size())
-                    total += value.numel() * value.element_size()
-        return 5 * largest + total
+                    sizes[i] = value.numel() * value.element_size()
+                    largest, live = max(largest, sizes[i]), live + sizes[i]
+                    peak = max(peak, live)
+                for j in op.inputs:
+                    remaining[j] -= 1
+                    if remaining[j] == 0:
+                        live -= sizes[j]
+                        states[j] = None
+        return 2 * (peak + 4 * largest)
