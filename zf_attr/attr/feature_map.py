@@ -60,8 +60,8 @@ class FeatureMapDeconvnet:
     whole map) is kept, every other activation of the layer set to zero, and the result passed down the
     deconvnet (switch unpooling, rectified signal, transposed filters) to the input; the seed is the kept
     activation itself. All projections come from **one** forward pass that stops after the layer; the backward
-    passes are batched with ``torch.autograd.grad(..., is_grads_batched=True)`` (vmap over the backward
-    graph) in chunks of ``chunk_size`` seeds.
+    passes are batched with :func:`torch.func.vmap` over ``torch.autograd.grad`` (one backward pass of the
+    recorded graph for a whole chunk) in chunks of ``chunk_size`` seeds.
 
     Each example is projected on its own; the model must treat examples independently (eval mode).
 
@@ -372,8 +372,10 @@ def _backward(
         stop = min(start + chunk_size, slots)
         seed = seeds.make(start, stop)
         keep = stop < slots
-        if vectorize:
-            (grad,) = torch.autograd.grad(activation, leaf, seed, retain_graph=keep, is_grads_batched=True)
+        if vectorize:  # torch.func.vmap: real batching rules (is_grads_batched loops over convolution_backward)
+            grad = torch.func.vmap(lambda g, keep=keep: torch.autograd.grad(activation, leaf, g, retain_graph=keep)[0])(
+                seed
+            )
         else:
             grads = [
                 torch.autograd.grad(activation, leaf, seed[j], retain_graph=keep or j < len(seed) - 1)[0]
