@@ -129,7 +129,18 @@ def calibrate_batch_norm(model: nn.Module, size: int = 32) -> nn.Module:
     return model.eval()
 
 
+@pytest.fixture
+def flush_denormals():
+    """Tiny float64 values (MobileNetV2's late layers) take a CPU's slow denormal path: minutes instead of 1 s."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)  # torch's default
+
+
 @pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.usefixtures("flush_denormals")
 def test_engine_equals_full_recomputation_in_float64(name: str) -> None:
     build, size, (window, stride) = MODELS[name]
     dtype, tolerance = torch.float64, 1e-10
