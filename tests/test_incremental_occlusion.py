@@ -350,3 +350,16 @@ def test_study_on_the_engine_equals_the_batched_study() -> None:
     assert relative_error(fast.target_probability, batched.target_probability) <= 1e-4
     assert torch.equal(fast.top_class, batched.top_class)
     assert_clean(model)
+
+
+def test_auto_measures_both_engines_and_keeps_the_numbers() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    image = torch.randn(1, 3, 64, 64)
+    kwargs = {"sliding_window_shapes": (3, 8, 8), "strides": (3, 4, 4), "target": 3, "memory_budget": 48 * 2**20}
+    auto = OcclusionSensitivity(model)
+    measured = auto.attribute(image, **kwargs)
+    assert auto.last_engine in ("incremental", "batched")
+    assert auto.last_engine_note.startswith("engine='auto' measured ") and auto.last_engine in auto.last_engine_note
+    reference = OcclusionSensitivity(model, engine="batched").attribute(image, **kwargs)
+    assert (measured - reference).abs().max() <= 1e-4 * reference.abs().max()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -64,7 +65,8 @@ class OcclusionSensitivity(PerturbationAttribution):
             output with one row per example. An ``nn.Module`` is never modified (no mode change, no hooks left).
         engine: ``"auto"`` (default): the incremental engine for a traceable eval-mode model of at least
             20 M multiply-accumulates per example, else plain batched recomputation (a model that cannot be
-            traced is noted once with a :class:`~zf_attr.errors.ZFAttrWarning`); ``"incremental"``: the engine
+            traced is noted once with a :class:`~zf_attr.errors.ZFAttrWarning`); on a long enough sweep one batch
+            is timed on each and the faster goes on (see ``last_engine_note``); ``"incremental"``: the engine
             whenever the model supports it (else the same fallback and note); ``"batched"``: Captum's method.
         approximate: ``None`` (exact) or Krypton's projective-field threshold: a fraction in ``(0, 1]``
             capping each changed region's side relative to its map (changes beyond it are dropped); the
@@ -170,6 +172,7 @@ class OcclusionSensitivity(PerturbationAttribution):
                 dtype=self.dtype, channels_last=self.channels_last,
             )  # fmt: skip
             budget = memory_budget if memory_budget is not None else default_memory_budget(inputs_tuple[0].device)
+            batched_budget, batched_bytes = budget, bytes_per_copy
             if engine is not None:
                 bytes_per_copy = engine.bytes_per_copy(grids[0].slices(grids[0].num_windows // 2), fills[0])
                 engine, budget = fit_engine(self, engine, memory_budget, int(budget), bytes_per_copy)
@@ -177,22 +180,33 @@ class OcclusionSensitivity(PerturbationAttribution):
                     _, bytes_per_copy = measured_forward(lambda: self.forward_func(*inputs_tuple, *extra), inputs_tuple)
             if perturbations_per_eval is None:
                 copies = copies_per_batch(int(budget), bytes_per_copy, num_windows)
+                # while the engine (its cache, its transient buffers) is alive, batched passes get half of what
+                # the engine left of the budget
+                batched_copies = copies_per_batch(
+                    int(budget) // 2 if engine is not None else int(batched_budget), batched_bytes, num_windows
+                )
             else:
-                copies = min(perturbations_per_eval, num_windows)
+                copies = batched_copies = min(perturbations_per_eval, num_windows)
             self.last_perturbations_per_eval = copies
             dtype = torch.promote_types(initial.dtype, torch.float32)
             totals = [torch.zeros(t.shape, dtype=dtype, device=t.device) for t in inputs_tuple]
             progress = tqdm(total=num_windows, desc=f"{self.get_name()} attribution", disable=not show_progress)
+
+            def batched(first: int, k: int) -> Iterator[tuple[list[int], Any]]:
+                for ids, occluded in iter_occluded(inputs_tuple, grids, fills, k, first):
+                    yield ids, self.forward_func(*occluded, *expand_additional_forward_args(extra, len(ids)))
+
+            def incremental(first: int, k: int) -> Iterator[tuple[list[int], Any]]:
+                for start in range(first, num_windows, k):
+                    ids = list(range(start, min(start + k, num_windows)))
+                    yield ids, engine.run([grids[0].slices(i) for i in ids], fills[0], cap=self.approximate)
+
             if engine is None:
-                batches = (
-                    (ids, self.forward_func(*occluded, *expand_additional_forward_args(extra, len(ids))))
-                    for ids, occluded in iter_occluded(inputs_tuple, grids, fills, copies)
-                )
+                batches: Iterator[tuple[list[int], Any]] = batched(0, copies)
+            elif self.engine == "auto" and self.approximate is None and num_windows >= 2 * (copies + batched_copies):
+                batches = self._faster_engine(incremental, batched, copies, batched_copies)
             else:
-                batches = (
-                    (ids, engine.run([grids[0].slices(i) for i in ids], fills[0], cap=self.approximate))
-                    for ids in (range(i, min(i + copies, num_windows)) for i in range(0, num_windows, copies))
-                )
+                batches = incremental(0, copies)
             try:
                 for ids, out in batches:
                     k = len(ids)
@@ -212,6 +226,37 @@ class OcclusionSensitivity(PerturbationAttribution):
                 self.last_approximation_error = self._measured_error(engine, grids[0], fills[0], target, output)
         attributions = [total / grid.coverage(total.device, dtype) for total, grid in zip(totals, grids, strict=True)]
         return format_output(was_tuple, attributions)
+
+    def _faster_engine(
+        self,
+        incremental: Callable[..., Iterator[Any]],
+        batched: Callable[..., Iterator[Any]],
+        copies: int,
+        batched_copies: int,
+    ) -> Iterator[tuple[list[int], Any]]:
+        """``engine="auto"``: time one batch on each engine (both results kept), then go on with the faster one.
+
+        The incremental engine's speed-up depends on the architecture (many small branches, as in GoogLeNet,
+        cost more in bookkeeping than they save), so it is measured, per window, on the sweep itself.
+        """
+        seconds = {}
+        first = 0
+        for name, run, k in (("incremental", incremental, copies), ("batched", batched, batched_copies)):
+            start = time.perf_counter()
+            ids, out = next(run(first, k))
+            if isinstance(out, Tensor) and out.is_cuda:
+                torch.cuda.synchronize(out.device)
+            seconds[name] = (time.perf_counter() - start) / len(ids)
+            first += len(ids)
+            yield ids, out
+        winner = min(seconds, key=seconds.__getitem__)
+        self.last_engine = winner
+        self.last_perturbations_per_eval = copies if winner == "incremental" else batched_copies
+        self.last_engine_note = (
+            f"engine='auto' measured {seconds['incremental'] * 1e3:.1f} ms per window incremental and "
+            f"{seconds['batched'] * 1e3:.1f} ms batched on this sweep, and went on {winner}"
+        )
+        yield from (incremental if winner == "incremental" else batched)(first, self.last_perturbations_per_eval)
 
     def _measured_error(self, engine: Any, grid: Any, fill: Tensor, target: Any, output: Tensor) -> float:
         """Max |approximate - exact| score drop over up to 16 windows, relative to the largest exact drop."""

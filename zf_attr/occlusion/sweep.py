@@ -63,14 +63,16 @@ def iter_occluded(
     grids: Sequence[WindowGrid],
     baselines: tuple[Tensor, ...],
     windows_per_batch: int,
+    first: int = 0,
 ) -> Iterator[tuple[list[int], tuple[Tensor, ...]]]:
-    """Yield ``(window_ids, occluded_inputs)`` over all windows, ``windows_per_batch`` windows at a time.
+    """Yield ``(window_ids, occluded_inputs)`` over the windows from ``first`` on, ``windows_per_batch`` at a time.
 
     Args:
         inputs: the unoccluded batches, one per input, each ``(N, ...)``; never modified.
         grids: one :class:`~zf_attr.occlusion.windows.WindowGrid` per input.
         baselines: one tensor per input, broadcastable to it (see :func:`format_baselines`).
         windows_per_batch: windows per yielded batch (the last may hold fewer).
+        first: the global id of the first window (the windows before it are skipped).
 
     Yields:
         The global ids of the ``k`` windows in the batch and a tuple of ``(k*N, ...)`` tensors, window-major.
@@ -87,8 +89,8 @@ def iter_occluded(
         raise ValueError(f"windows_per_batch must be at least 1, got {windows_per_batch}")
     num_examples = inputs[0].shape[0]
     total = sum(grid.num_windows for grid in grids)
-    for first in range(0, total, windows_per_batch):
-        ids = list(range(first, min(first + windows_per_batch, total)))
+    for start in range(first, total, windows_per_batch):
+        ids = list(range(start, min(start + windows_per_batch, total)))
         batch = tuple(tensor.repeat(len(ids), *([1] * (tensor.dim() - 1))) for tensor in inputs)
         for copy, window_id in enumerate(ids):
             input_index, local_id = locate_window(window_id, grids)
