@@ -355,10 +355,10 @@ def test_study_on_the_engine_equals_the_batched_study() -> None:
 def test_auto_measures_both_engines_and_keeps_the_numbers() -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
-    image = torch.randn(1, 3, 64, 64)
-    kwargs = {"sliding_window_shapes": (3, 8, 8), "strides": (3, 4, 4), "target": 3, "memory_budget": 48 * 2**20}
+    image = torch.randn(1, 3, 48, 48)
+    kwargs = {"sliding_window_shapes": (3, 6, 6), "strides": (3, 2, 2), "target": 3}  # 22 x 22 windows
     auto = OcclusionSensitivity(model)
-    measured = auto.attribute(image, **kwargs)
+    measured = auto.attribute(image, perturbations_per_eval=16, **kwargs)  # 484 windows >= 2 x (16 + 16): measured
     assert auto.last_engine in ("incremental", "batched")
     assert auto.last_engine_note.startswith("engine='auto' measured ") and auto.last_engine in auto.last_engine_note
     reference = OcclusionSensitivity(model, engine="batched").attribute(image, **kwargs)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from zf_attr.analysis._sources import Source
 from zf_attr.analysis.distributed import current_shard, gather_merge, rank_path
 from zf_attr.analysis.topk import TopKActivations
-from zf_attr.attr._layers import capture_layer_output, resolve_layer
+from zf_attr.attr._layers import capture_layer_output, check_channels, resolve_layer
 
 __all__ = ["mine_top_k"]
 
@@ -165,43 +165,18 @@ def _resume(resume_from: Any, shard: tuple[int, int] | None) -> TopKActivations 
     return TopKActivations.load(path)
 
 
-def _channels(channels: Any, count: int, layer: str) -> Tensor:
-    if channels is None:
-        return torch.arange(count)
-    if isinstance(channels, Tensor):
-        if channels.is_floating_point() or channels.is_complex() or channels.dtype == torch.bool:
-            raise TypeError(f"channels must hold integer indices, got dtype {channels.dtype}")
-        items = channels.reshape(-1).tolist()
-    elif isinstance(channels, int) and not isinstance(channels, bool):
-        items = [channels]
-    elif isinstance(channels, Sequence) and not isinstance(channels, str):
-        items = list(channels)
-    else:
-        raise TypeError(f"channels must be an int, a sequence of ints or None, got {type(channels).__name__}")
-    if not items:
-        raise ValueError("channels is empty; pass at least one channel (or None for all)")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"channels must hold ints, got {item!r}")
-        if not 0 <= item < count:
-            raise ValueError(f"channels holds {item}, out of range for layer {layer!r} with {count} channels")
-    if len(set(items)) != len(items):
-        raise ValueError(f"channels holds a channel twice: {items}; list each channel once")
-    return torch.tensor(items, dtype=torch.long)
-
-
 def _first_state(activation: Tensor, layer: str, k: int, channels: Any, one_per_image: bool) -> TopKActivations:
     if activation.dim() != 4:
         raise ValueError(
             f"layer {layer!r} returns shape {tuple(activation.shape)}; mining needs a feature map (N, C, h, w)"
         )
-    chosen = _channels(channels, activation.shape[1], layer)
+    chosen = check_channels(channels, activation.shape[1], layer, unique=True)
     dtype = activation.dtype if activation.is_floating_point() else torch.float32
     return TopKActivations.empty(layer, k, chosen, one_per_image=one_per_image, dtype=dtype)
 
 
 def _check_resumed_channels(state: TopKActivations, activation: Tensor, channels: Any) -> None:
-    chosen = _channels(channels, activation.shape[1] if activation.dim() == 4 else 0, state.layer)
+    chosen = check_channels(channels, activation.shape[1] if activation.dim() == 4 else 0, state.layer, unique=True)
     if not torch.equal(chosen, state.channels):
         raise ValueError(
             f"resume_from mined channels {state.channels.tolist()[:12]}, this run asks for {chosen.tolist()[:12]}; "

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["capture_layer_output", "default_feature_layer", "resolve_layer"]
+__all__ = ["capture_layer_output", "check_channels", "default_feature_layer", "resolve_layer"]
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -116,3 +116,37 @@ def default_feature_layer(model: nn.Module, inputs: tuple[Any, ...]) -> str:
     if not last:
         raise ValueError("the model has no layer with a spatial (N, C, H, W) output; pass layer= explicitly")
     return last[0]
+
+
+def check_channels(channels: Any, count: int, layer: str, *, unique: bool = False) -> Tensor:
+    """Validated channel indices of a layer with ``count`` channels, as a long tensor (``None``: all of them).
+
+    Accepts an int, a sequence of ints or an integer tensor; raises ``TypeError``/``ValueError`` naming
+    ``channels`` for anything else, for an index out of range, and (``unique=True``) for a repeated channel.
+
+    Example:
+        >>> check_channels([3, 0], 8, "layer1").tolist(), check_channels(None, 2, "layer1").tolist()
+        ([3, 0], [0, 1])
+    """
+    if channels is None:
+        return torch.arange(count)
+    if isinstance(channels, Tensor):
+        if channels.is_floating_point() or channels.is_complex() or channels.dtype == torch.bool:
+            raise TypeError(f"channels must hold integer indices, got dtype {channels.dtype}")
+        items = channels.reshape(-1).tolist()
+    elif isinstance(channels, int) and not isinstance(channels, bool):
+        items = [channels]
+    elif isinstance(channels, Sequence) and not isinstance(channels, str):
+        items = list(channels)
+    else:
+        raise TypeError(f"channels must be an int, a sequence of ints or None, got {type(channels).__name__}")
+    if not items:
+        raise ValueError("channels is empty; pass at least one channel (or None for all)")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise TypeError(f"channels must hold ints, got {item!r}")
+        if not 0 <= item < count:
+            raise ValueError(f"channels holds {item}, out of range for layer {layer!r} with {count} channels")
+    if unique and len(set(items)) != len(items):
+        raise ValueError(f"channels holds a channel twice: {items}; list each channel once")
+    return torch.tensor(items, dtype=torch.long)

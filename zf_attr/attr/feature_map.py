@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from zf_attr._captum_compat import format_additional_forward_args, format_inputs, validate_model
 from zf_attr._intercept import intercept
-from zf_attr.attr._layers import capture_layer_output, resolve_layer
+from zf_attr.attr._layers import capture_layer_output, check_channels, resolve_layer
 from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
 from zf_attr.errors import UnhonouredLayerWarning, ZFAttrWarning
@@ -149,7 +149,7 @@ class FeatureMapDeconvnet:
         field, field_problem = (None, "") if mode == "map" else self._field_or_problem((images.detach(), *extra_args))
         activation, leaf, trace = self._forward(images, extra_args)
         with torch.enable_grad():
-            chosen = _channels(channels, activation.shape[1], self.layer_name)
+            chosen = check_channels(channels, activation.shape[1], self.layer_name)
             values, flat = _strongest(activation.detach(), chosen, k)
             count = len(chosen) * k
             if mode == "map":
@@ -292,30 +292,6 @@ def _single_input(inputs: Any, model: nn.Module) -> Tensor:
     if images.dim() != 4:
         raise ValueError(f"inputs has shape {tuple(images.shape)}; FeatureMapDeconvnet needs images (N, C, H, W)")
     return images
-
-
-def _channels(channels: Any, count: int, layer: str) -> Tensor:
-    """Validated channel indices as a long tensor."""
-    if channels is None:
-        return torch.arange(count)
-    if isinstance(channels, Tensor):
-        if channels.is_floating_point() or channels.is_complex() or channels.dtype == torch.bool:
-            raise TypeError(f"channels must hold integer indices, got dtype {channels.dtype}")
-        items = channels.reshape(-1).tolist()
-    elif isinstance(channels, int) and not isinstance(channels, bool):
-        items = [channels]
-    elif isinstance(channels, Sequence) and not isinstance(channels, str):
-        items = list(channels)
-    else:
-        raise TypeError(f"channels must be an int, a sequence of ints or None, got {type(channels).__name__}")
-    if not items:
-        raise ValueError("channels is empty; pass at least one channel (or None for all)")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"channels must hold ints, got {item!r}")
-        if not 0 <= item < count:
-            raise ValueError(f"channels holds {item}, out of range for layer {layer!r} with {count} channels")
-    return torch.tensor(items, dtype=torch.long)
 
 
 def _strongest(activation: Tensor, chosen: Tensor, k: int) -> tuple[Tensor, Tensor]:

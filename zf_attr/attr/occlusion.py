@@ -203,7 +203,12 @@ class OcclusionSensitivity(PerturbationAttribution):
 
             if engine is None:
                 batches: Iterator[tuple[list[int], Any]] = batched(0, copies)
-            elif self.engine == "auto" and self.approximate is None and num_windows >= 2 * (copies + batched_copies):
+            elif (
+                self.engine == "auto"
+                and self.approximate is None
+                and memory_budget is None  # an explicit budget is for the engine alone, not for both at once
+                and num_windows >= 2 * (copies + batched_copies)
+            ):
                 batches = self._faster_engine(incremental, batched, copies, batched_copies)
             else:
                 batches = incremental(0, copies)
