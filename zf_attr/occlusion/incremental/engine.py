@@ -271,25 +271,16 @@ class IncrementalEngine:
             [[w[0].start, w[0].stop, w[1].start, w[1].stop, w[2].start, w[2].stop] for w in windows],
             dtype=torch.long,
         ).repeat_interleave(n, dim=0)
+        rectangles = bounds.tolist()
         bounds = bounds.to(self.device)
         top, h = fit_regions(bounds[:, 2], bounds[:, 3], height)
         left, w = fit_regions(bounds[:, 4], bounds[:, 5], width)
         fill = torch.broadcast_to(baseline.to(device=self.device, dtype=inputs.dtype), inputs.shape)
         values = gather(None, inputs, context, top, left, h, w)
-        filled = gather(None, fill, context, top, left, h, w)
-        channel = torch.arange(inputs.shape[1], device=self.device)
-        rows = top[:, None] + torch.arange(h, device=self.device)
-        cols = left[:, None] + torch.arange(w, device=self.device)
-
-        def within(index: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-            return (index >= lo[:, None]) & (index < hi[:, None])
-
-        mask = (
-            within(channel[None].expand(len(bounds), -1), bounds[:, 0], bounds[:, 1])[:, :, None, None]
-            & within(rows, bounds[:, 2], bounds[:, 3])[:, None, :, None]
-            & within(cols, bounds[:, 4], bounds[:, 5])[:, None, None, :]
-        )
-        return Patch(torch.where(mask, filled, values), top, left)
+        for r, ((c0, c1, r0, r1, q0, q1), t, le) in enumerate(zip(rectangles, top.tolist(), left.tolist(), strict=True)):
+            r1, q1, e = min(r1, height), min(q1, width), r % n
+            values[r, c0:c1, r0 - t : r1 - t, q0 - le : q1 - le] = fill[e, c0:c1, r0:r1, q0:q1]
+        return Patch(values, top, left)
 
     @property
     def cache_bytes(self) -> int:

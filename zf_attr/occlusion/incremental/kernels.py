@@ -26,6 +26,7 @@ __all__ = [
     "State",
     "gather",
     "pad_cache",
+    "paste",
     "run_dense",
     "run_elementwise",
     "run_spatial",
@@ -85,24 +86,33 @@ def gather(
 
     ``cache`` is the unoccluded value ``(N, C, H', W')``, possibly padded by ``pad = (rows, cols)`` before the
     map (``top``/``left`` are then in padded coordinates); the changed values of ``state`` are pasted over it.
+    The rectangles are read in one indexing kernel from a sliding-window view of the cache (no copy of it), and
+    each row's changed values are pasted as one slice copy.
     """
-    device = cache.device
-    rows = top[:, None] + torch.arange(height, device=device)
-    cols = left[:, None] + torch.arange(width, device=device)
     if isinstance(state, Tensor):  # whole values: pad like the cache and slice
         raise TypeError("gather needs a Patch or None; whole values are used as they are")
-    base = cache[context.example[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (R, h, w, C)
+    windows = cache.unfold(2, height, 1).unfold(3, width, 1)  # (N, C, H'-height+1, W'-width+1, height, width)
+    base = windows[context.example, :, top, left]  # (R, C, height, width), contiguous
     if state is not None:
-        h, w = state.size
-        rel_rows = rows - pad[0] - state.top[:, None]
-        rel_cols = cols - pad[1] - state.left[:, None]
-        inside = ((rel_rows >= 0) & (rel_rows < h))[:, :, None] & ((rel_cols >= 0) & (rel_cols < w))[:, None, :]
-        rows_index = torch.arange(len(rows), device=device)[:, None, None]
-        changed = state.values[
-            rows_index, :, rel_rows.clamp(0, h - 1)[:, :, None], rel_cols.clamp(0, w - 1)[:, None, :]
-        ]
-        base = torch.where(inside[..., None], changed, base)
-    return base.permute(0, 3, 1, 2)
+        paste(base, state, top.tolist(), left.tolist(), pad)
+    return base
+
+
+def paste(target: Tensor, state: Patch, top: list[int], left: list[int], pad: tuple[int, int] = (0, 0)) -> None:
+    """Copy each row's changed values of ``state`` into ``target[r]``, a rectangle starting at ``(top, left)``.
+
+    ``target`` is ``(R, C, height, width)`` in the (padded by ``pad``) coordinates of the map; only the part of
+    each changed rectangle that falls inside the row's target rectangle is copied.
+    """
+    h, w = state.size
+    height, width = target.shape[-2:]
+    for r, (t, le, st, sl) in enumerate(zip(top, left, state.top.tolist(), state.left.tolist(), strict=True)):
+        r0, r1 = max(t, st + pad[0]), min(t + height, st + pad[0] + h)
+        c0, c1 = max(le, sl + pad[1]), min(le + width, sl + pad[1] + w)
+        if r0 < r1 and c0 < c1:
+            target[r, :, r0 - t : r1 - t, c0 - le : c1 - le] = state.values[
+                r, :, r0 - st - pad[0] : r1 - st - pad[0], c0 - sl - pad[1] : c1 - sl - pad[1]
+            ]
 
 
 def to_dense(state: State, cache: Tensor, context: Context) -> Tensor:
