@@ -277,7 +277,8 @@ class IncrementalEngine:
         left, w = fit_regions(bounds[:, 4], bounds[:, 5], width)
         fill = torch.broadcast_to(baseline.to(device=self.device, dtype=inputs.dtype), inputs.shape)
         values = gather(None, inputs, context, top, left, h, w)
-        for r, ((c0, c1, r0, r1, q0, q1), t, le) in enumerate(zip(rectangles, top.tolist(), left.tolist(), strict=True)):
+        offsets = zip(rectangles, top.tolist(), left.tolist(), strict=True)
+        for r, ((c0, c1, r0, r1, q0, q1), t, le) in enumerate(offsets):
             r1, q1, e = min(r1, height), min(q1, width), r % n
             values[r, c0:c1, r0 - t : r1 - t, q0 - le : q1 - le] = fill[e, c0:c1, r0:r1, q0:q1]
         return Patch(values, top, left)
