@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from captum.attr import LayerAttribution, LayerGradCam, Saliency
+from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, Saliency
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -109,6 +109,57 @@ def test_layer_maps_are_upsampled_and_relu_applied(images: torch.Tensor) -> None
     assert small.shape[-1] == SIZE // 2 and result.maps["cam"].shape == (3, SIZE, SIZE)
     assert torch.equal(result.maps["cam"], expected) and torch.equal(result.maps["named"], expected)
     assert (result.maps["cam"] >= 0).all()
+
+
+def test_captum_attribution_objects_are_columns_as_they_are(images: torch.Tensor) -> None:
+    model = small_model()
+    captum = {
+        "guided backprop": GuidedBackprop(model),
+        "guided Grad-CAM": GuidedGradCam(model, model[3]),
+        "saliency": Saliency(model),
+        "gradient": (Saliency(model), {"abs": False}),
+        "Grad-CAM": LayerGradCam(model, model[3]),
+    }
+    with quiet():
+        result = compare(model, images, [0, 1, 2], captum, metrics=["deletion"], steps=4)
+        direct = {
+            name: (method[0] if isinstance(method, tuple) else method).attribute(
+                images, target=[0, 1, 2], **(method[1] if isinstance(method, tuple) else {})
+            )
+            for name, method in captum.items()
+            if name != "Grad-CAM"
+        }
+    assert result.methods == [*captum, "centre", "random"]
+    for name, maps in direct.items():
+        assert maps.shape == (3, 3, SIZE, SIZE) and torch.equal(result.maps[name], maps), name
+    assert result.maps["Grad-CAM"].shape == (3, SIZE, SIZE)
+    assert all(result.values["deletion"][name].shape == (3,) for name in result.methods)
+
+
+def test_progress_bar_only_when_asked(images: torch.Tensor, capsys: pytest.CaptureFixture[str]) -> None:
+    model = small_model()
+    compare(model, images[:1], 0, ["deconvnet"], metrics=["deletion"], steps=2)
+    assert capsys.readouterr().err == ""
+    compare(model, images[:1], 0, ["deconvnet"], metrics=["deletion"], steps=2, show_progress=True)
+    err = capsys.readouterr().err
+    assert "compare" in err and "maps: deconvnet" in err and "scores: random" in err and "5/6" in err  # 3 columns
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compare_runs_on_the_images_device() -> None:
+    images, masks = torch.rand(2, 3, SIZE, SIZE), square_masks(2, 12, 12)
+    cpu_model, gpu_model = small_model(), small_model().cuda()
+    kwargs = {"masks": masks, "steps": 4, "metrics": ["pointing", "deletion", "insertion", "class_sensitivity"]}
+    with quiet():
+        cpu = compare(cpu_model, images, [0, 1], {"cam": LayerGradCam(cpu_model, cpu_model[3])}, **kwargs)
+        kwargs["masks"] = masks.cuda()
+        gpu = compare(gpu_model, images.cuda(), [0, 1], {"cam": LayerGradCam(gpu_model, gpu_model[3])}, **kwargs)
+    assert gpu.images.device.type == "cpu" and next(gpu_model.parameters()).is_cuda
+    for name in cpu.methods:
+        torch.testing.assert_close(gpu.maps[name], cpu.maps[name], rtol=1e-4, atol=1e-5)
+        for metric in ("deletion", "insertion"):
+            torch.testing.assert_close(gpu.values[metric][name], cpu.values[metric][name], rtol=1e-3, atol=1e-4)
+    assert torch.equal(gpu.maps["random"], cpu.maps["random"])  # the seeded baseline does not depend on the device
 
 
 def test_class_sensitivity_of_baselines_and_of_a_class_dependent_map(images: torch.Tensor) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from zf_attr._captum_compat import validate_model
 from zf_attr.analysis.comparison_methods import MethodSpec, resolve_methods
@@ -136,6 +137,7 @@ def compare(
     perturbation_baseline: Any = 0.0,
     batch_size: int = 64,
     randomization_layers: Sequence[str] | None = None,
+    show_progress: bool = False,
 ) -> Comparison:
     """Compute every method's maps for ``images`` and score them; see ``docs/comparison.md``.
 
@@ -166,6 +168,7 @@ def compare(
             callable, see :func:`~zf_attr.metrics.deletion_auc`.
         batch_size: perturbed images per forward pass.
         randomization_layers: the layers of the randomisation test (default: every parameterised layer).
+        show_progress: show a tqdm bar (on stderr) counting each method's maps, then its scores.
 
     Returns:
         A :class:`Comparison`; ``values["randomization"]`` is each image's Spearman correlation after every
@@ -204,34 +207,44 @@ def compare(
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
-    maps = {spec.name: spec.maps(images, target_tensor) for spec in specs}
-    other = _other_targets(model, images, other_targets) if "class_sensitivity" in metrics else None
     values: dict[str, dict[str, Tensor]] = {metric: {} for metric in metrics}
     randomised: dict[str, RandomizationResult] = {}
     notes: dict[str, str] = {}
     perturbation = {"steps": steps, "baseline": perturbation_baseline, "batch_size": batch_size, "seed": seed}
-    for spec in specs:
-        found = maps[spec.name]
-        if "pointing" in metrics:
-            hits = pointing_game(found, masks=_on(masks, images), boxes=_on(boxes, images), tolerance=tolerance)
-            values["pointing"][spec.name] = hits.hits.double()
-        if "deletion" in metrics:
-            values["deletion"][spec.name] = deletion_auc(model, images, found, target_tensor, **perturbation).auc
-        if "insertion" in metrics:
-            values["insertion"][spec.name] = insertion_auc(model, images, found, target_tensor, **perturbation).auc
-        if other is not None:
-            values["class_sensitivity"][spec.name] = class_sensitivity(spec.maps, images, target_tensor, other)
-        if "randomization" in metrics:
-            result = _randomize(model, spec, images, target_tensor, randomization_layers, seed)
-            if result is None:
-                notes[spec.name] = (
-                    "cannot be rebuilt on a randomised copy of the model (a plain callable, or a forward function "
-                    "that is not the model or its bound method): no randomisation test"
-                )
-                values["randomization"][spec.name] = torch.full((num,), float("nan"), dtype=torch.float64)
-            else:
-                randomised[spec.name] = result
-                values["randomization"][spec.name] = result.spearman[-1]
+    progress = tqdm(total=2 * len(specs), desc="compare", unit="step", disable=not show_progress, leave=False)
+    try:
+        maps = {}
+        for spec in specs:
+            progress.set_postfix_str(f"maps: {spec.name}")
+            maps[spec.name] = spec.maps(images, target_tensor)
+            progress.update()
+        other = _other_targets(model, images, other_targets) if "class_sensitivity" in metrics else None
+        for spec in specs:
+            progress.set_postfix_str(f"scores: {spec.name}")
+            found = maps[spec.name]
+            if "pointing" in metrics:
+                hits = pointing_game(found, masks=_on(masks, images), boxes=_on(boxes, images), tolerance=tolerance)
+                values["pointing"][spec.name] = hits.hits.double()
+            if "deletion" in metrics:
+                values["deletion"][spec.name] = deletion_auc(model, images, found, target_tensor, **perturbation).auc
+            if "insertion" in metrics:
+                values["insertion"][spec.name] = insertion_auc(model, images, found, target_tensor, **perturbation).auc
+            if other is not None:
+                values["class_sensitivity"][spec.name] = class_sensitivity(spec.maps, images, target_tensor, other)
+            if "randomization" in metrics:
+                result = _randomize(model, spec, images, target_tensor, randomization_layers, seed)
+                if result is None:
+                    notes[spec.name] = (
+                        "cannot be rebuilt on a randomised copy of the model (a plain callable, or a forward function "
+                        "that is not the model or its bound method): no randomisation test"
+                    )
+                    values["randomization"][spec.name] = torch.full((num,), float("nan"), dtype=torch.float64)
+                else:
+                    randomised[spec.name] = result
+                    values["randomization"][spec.name] = result.spearman[-1]
+            progress.update()
+    finally:
+        progress.close()
     _check_unchanged(model, before)
     return Comparison(
         methods=names,
