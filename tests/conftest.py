@@ -70,10 +70,10 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual - expected).abs().max() / scale)
 
 
-def zf_attr_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``zf-attr ARGS`` as a subprocess (``python -m zf_attr.cli``) and return its result."""
+def zf_attr_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``zf-attr ARGS`` as a subprocess (``python -m zf_attr.cli``, in ``cwd``) and return its result."""
     command = [sys.executable, "-m", "zf_attr.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
 
 
 @pytest.fixture(scope="session")

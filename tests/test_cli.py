@@ -226,3 +226,21 @@ def test_every_subcommand_has_help(name: str, capsys: pytest.CaptureFixture[str]
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith(f"usage: zf-attr {name}") and zf_attr.cli.COMMANDS[name].help.split()[0] in text
+
+
+def test_interrupt_exits_130_and_runtime_errors_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    def broken(args: object) -> int:
+        raise ValueError("something\nspread over lines")
+
+    demo = zf_attr.cli.COMMANDS["demo"]
+    monkeypatch.setitem(zf_attr.cli.COMMANDS, "demo", zf_attr.cli.Command(demo.help, demo.configure, interrupted))
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "zf-attr: interrupted\n"
+    monkeypatch.setitem(zf_attr.cli.COMMANDS, "demo", zf_attr.cli.Command(demo.help, demo.configure, broken))
+    assert main(["demo"]) == 1
+    assert capsys.readouterr().err == "zf-attr: error: ValueError: something spread over lines\n"

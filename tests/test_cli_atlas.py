@@ -59,7 +59,7 @@ def test_atlas_resume_continues(shape_image_files: Path, tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--layer", "conv9"], "zf-attr: error: --layer/--channels: layer='conv9' is not a layer of the model"),
+        (["--layer", "conv9"], "zf-attr: error: --layer: layer='conv9' is not a layer of the model; did you mean"),
         (["--channels", "a-b"], "zf-attr: error: --channels 'a-b': use channel numbers and ranges like 0-15"),
         (["--k", "0"], "zf-attr: error: --k and --batch-size must be at least 1"),
     ],

@@ -55,6 +55,11 @@ def test_compare_image_files_with_masks(shape_image_files: Path, tmp_path: Path)
         ([], "zf-attr: error: give either image files (IMAGES) or --shapes N"),
         (["--shapes", "2", "--model", "resnet18"], "zf-attr: error: --shapes needs the bundled ZFNet"),
         (["{images}", "--masks", "{images}/nothing"], "zf-attr: error: --masks '{images}/nothing' is not a folder"),
+        (
+            ["--shapes", "2", "--method", "gradcam", "--layer", "conv9"],
+            "zf-attr: error: --layer: layer='conv9' is not a layer of the model; did you mean ['conv5'",
+        ),
+        (["--shapes", "2", "--method", "deconvnet", "--layer", "relu9"], "zf-attr: error: --layer: layer='relu9'"),
     ],
 )
 def test_compare_bad_arguments(shape_image_files: Path, tmp_path: Path, args: list[str], message: str) -> None:

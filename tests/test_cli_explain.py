@@ -73,6 +73,10 @@ def test_explain_torchvision_model_with_local_weights_and_glob(image_folder: Pat
             ["explain", "IMAGES", "--method", "gradcam", "--layer", "conv9"],
             "zf-attr: error: --layer: layer='conv9' is not a layer of the model; did you mean",
         ),
+        (  # checked even when no chosen method uses the layer
+            ["explain", "IMAGES", "--method", "deconvnet", "--layer", "conv9"],
+            "zf-attr: error: --layer: layer='conv9' is not a layer of the model; did you mean",
+        ),
     ],
 )
 def test_explain_errors_are_one_line(image_folder: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -113,6 +117,58 @@ def test_occlusion_study_command(image_folder: Path, tmp_path: Path) -> None:
     wrong = zf_attr_cli("occlusion-study", str(image_folder / "shape2.png"), "--layer", "conv9", "--out", str(out))
     assert wrong.returncode == 1
     assert wrong.stderr.strip() == (
-        "zf-attr: error: layer='conv9' is not a layer of the model; did you mean "
+        "zf-attr: error: --layer: layer='conv9' is not a layer of the model; did you mean "
         "['conv5', 'conv4', 'conv3', 'conv2', 'conv1']?"
     )
+
+
+def test_explain_warns_that_an_unused_layer_is_ignored(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = zf_attr_cli("explain", str(image_folder / "shape0.png"), "--method", "deconvnet", "--layer", "conv5",
+                         "--out", str(out), "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "zf-attr: warning: --layer conv5 is ignored: only --method gradcam uses it"
+
+
+def test_model_from_a_package_module_factory(image_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "my_models.py").write_text(
+        "import torch\n"
+        "def tiny():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),\n"
+        "                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5))\n"
+    )
+    out = tmp_path / "out"
+    args = ["explain", str(image_folder / "shape1.png"), "--model", "my_models:tiny", "--size", "32"]
+    result = zf_attr_cli(*args, "--method", "deconvnet", "gradcam", "--out", str(out), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"].startswith("my_models:tiny") and summary["images"][0]["target"] in "01234"
+    arrays = np.load(out / "attributions.npz")
+    assert arrays["shape1/deconvnet"].shape == (3, 32, 32) and arrays["shape1/gradcam"].shape == (1, 32, 32)
+    missing = zf_attr_cli(*args[:2], "--model", "my_models:huge", "--out", str(out), cwd=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("zf-attr: error: --model 'my_models:huge': cannot load 'huge' from 'my_models'")
+
+
+def test_default_preprocessing_is_torchvisions_classification_preset(image_folder: Path, tmp_path: Path) -> None:
+    from PIL import Image
+    from torchvision.transforms._presets import ImageClassification
+
+    from zf_attr.cli._inputs import load_model, read_image
+
+    loaded = load_model("resnet18", None, device="cpu")
+    preset = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()  # builds the preset, no download
+    assert (loaded.size, loaded.preprocessing.resize) == (preset.crop_size[0], preset.resize_size[0]) == (224, 256)
+    assert loaded.mean == tuple(preset.mean) and loaded.std == tuple(preset.std)
+    big = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(big)
+    pixels, batch = read_image(big, loaded)
+    with Image.open(big) as picture:
+        expected = preset(picture.convert("RGB"))
+    assert pixels.shape == batch.shape == (3, 224, 224)
+    torch.testing.assert_close(batch, expected, rtol=1e-5, atol=1e-5)
+    custom = load_model("resnet18", None, 64, resize=80, mean=[0.5], std=[0.25], device="cpu")
+    expected = ImageClassification(crop_size=64, resize_size=80, mean=[0.5] * 3, std=[0.25] * 3)
+    with Image.open(big) as picture:
+        torch.testing.assert_close(read_image(big, custom)[1], expected(picture.convert("RGB")), rtol=1e-5, atol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ __all__ = [
     "Outputs",
     "add_model_arguments",
     "add_output_arguments",
+    "check_layer",
     "open_model",
     "prepare_out",
     "write_json",
@@ -72,6 +74,30 @@ def open_model(args: argparse.Namespace) -> LoadedModel:
         )
     except InputError as error:
         raise CommandError(str(error)) from error
+
+
+def check_layer(loaded: LoadedModel, layer: str | None, used_by: str | None = None) -> None:
+    """Check ``--layer`` before any work: a typo fails at once, with the closest valid names.
+
+    Args:
+        loaded: the model of the run.
+        layer: the value of ``--layer`` (``None``: not given, nothing to check).
+        used_by: when ``--layer`` is given but no chosen method uses it, a warning naming the methods that would
+            (e.g. ``"--method gradcam"``); ``None`` when the layer is used.
+
+    Raises:
+        CommandError: ``layer`` is not a module of the model (``--layer: ... did you mean [...]?``).
+    """
+    if layer is None:
+        return
+    from zf_attr.attr._layers import resolve_layer
+
+    try:
+        resolve_layer(loaded.model, layer)
+    except ValueError as error:
+        raise CommandError(f"--layer: {error}") from error
+    if used_by is not None:
+        warnings.warn(f"--layer {layer} is ignored: only {used_by} uses it", UserWarning, stacklevel=2)
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -19,7 +19,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from zf_attr.cli._common import CommandError, Outputs, add_model_arguments, add_output_arguments, open_model, write_json
+from zf_attr.cli._common import (
+    CommandError,
+    Outputs,
+    add_model_arguments,
+    add_output_arguments,
+    check_layer,
+    open_model,
+    write_json,
+)
 from zf_attr.cli._inputs import InputError, LoadedModel, find_images, read_image
 
 __all__ = ["configure_atlas", "parse_channels", "run_atlas"]
@@ -121,6 +129,7 @@ def run_atlas(args: argparse.Namespace) -> int:
         raise CommandError("--k and --batch-size must be at least 1, --workers at least 0")
     channels = parse_channels(args.channels)
     loaded = open_model(args)
+    check_layer(loaded, args.layer)
     images, names, _ = _data(args, loaded)
     layer = args.layer
     if layer is None:

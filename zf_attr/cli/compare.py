@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zf_attr.cli._common import CommandError, Outputs, add_model_arguments, add_output_arguments, open_model, write_json
+from zf_attr.cli._common import (
+    CommandError,
+    Outputs,
+    add_model_arguments,
+    add_output_arguments,
+    check_layer,
+    open_model,
+    write_json,
+)
 from zf_attr.cli._inputs import InputError, LoadedModel, find_images, read_image
 
 __all__ = ["configure_compare", "run_compare"]
@@ -102,6 +111,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.figure_images < 1:
         raise CommandError("--steps and --figure-images must be at least 1")
     loaded = open_model(args)
+    layered = {"gradcam", "guided_gradcam"} & set(args.method)
+    check_layer(loaded, args.layer, None if layered else "--method gradcam or guided_gradcam")
     if args.shapes is not None:
         if args.masks is not None:
             raise CommandError("--masks is for IMAGES; --shapes brings its own masks")
@@ -129,6 +140,7 @@ def run_compare(args: argparse.Namespace) -> int:
                 result = compare(
                     loaded.model, images, targets, methods, masks=masks, metrics=metrics, baselines=args.baselines,
                     seed=args.seed, tolerance=tolerance, steps=args.steps,
+                    show_progress=not args.quiet and sys.stderr.isatty(),
                 )  # fmt: skip
         except (ValueError, TypeError) as error:
             raise CommandError(str(error)) from error

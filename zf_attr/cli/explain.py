@@ -23,6 +23,7 @@ from zf_attr.cli._common import (
     Outputs,
     add_model_arguments,
     add_output_arguments,
+    check_layer,
     open_model,
     write_json,
 )
@@ -114,6 +115,7 @@ def run_explain(args: argparse.Namespace) -> int:
     except InputError as error:
         raise CommandError(str(error)) from error
     loaded = open_model(args)
+    check_layer(loaded, args.layer, None if "gradcam" in args.method else "--method gradcam")
     runners = _methods(loaded, args.method, args.layer, args.window, args.stride)
     outputs = Outputs(args.out, f"zf-attr explain: {', '.join(args.method)} on {loaded.note}")
     arrays: dict[str, np.ndarray] = {}
@@ -187,6 +189,7 @@ def run_occlusion_study(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise CommandError(f"no such image file: {str(args.image)!r}")
     loaded = open_model(args)
+    check_layer(loaded, args.layer)
     window = args.window or max(4, loaded.size // 3)
     stride = args.stride or max(1, window // 6)
     _, batch = _read(args.image, loaded)
