@@ -17,6 +17,7 @@ from zf_attr.attr import (
     OcclusionSensitivity,
 )
 from zf_attr.errors import UnhonouredLayerWarning, ZFAttrWarning
+from zf_attr.occlusion.drill_down import DrillDown
 from zf_attr.rules import BackwardRule, get_rule
 from zf_attr.switches import ActivationCall, ForwardTrace, PoolSwitches
 
@@ -28,6 +29,7 @@ __all__ = [
     "ActivationCall",
     "BackwardRule",
     "Deconvnet",
+    "DrillDown",
     "FeatureMapDeconvnet",
     "FeatureMapProjections",
     "ForwardTrace",

@@ -29,6 +29,7 @@ from zf_attr.occlusion import (
     locate_window,
     measured_forward,
 )
+from zf_attr.occlusion.drill_down import ERROR_SAMPLES, DrillDown, DrillDownPlan
 from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_engine, validate_engine_options
 
 __all__ = ["OcclusionSensitivity"]
@@ -57,8 +58,9 @@ class OcclusionSensitivity(PerturbationAttribution):
         last_engine: ``"incremental"`` or ``"batched"``: the engine of the last call.
         last_engine_note: why that engine was used.
         last_approximation_error: with ``approximate`` or a low-precision ``dtype``, the largest difference
-            between the score drops of the engine and of exact float32 recomputation on a sample of up to 16
-            windows, relative to the largest exact drop there; ``None`` for exact runs.
+            between the approximate and the exact float32 score drops on a sample of up to 16 windows, relative
+            to the largest exact drop (of the sample; of the whole sweep for a drill-down); ``None`` for exact runs.
+        last_windows_evaluated: windows the last call evaluated (all of them unless drilling down).
 
     Args:
         forward_func: the model, or any callable mapping the inputs (then ``additional_forward_args``) to an
@@ -68,9 +70,12 @@ class OcclusionSensitivity(PerturbationAttribution):
             traced is noted once with a :class:`~zf_attr.errors.ZFAttrWarning`); on a long enough sweep one batch
             is timed on each and the faster goes on (see ``last_engine_note``); ``"incremental"``: the engine
             whenever the model supports it (else the same fallback and note); ``"batched"``: Captum's method.
-        approximate: ``None`` (exact) or Krypton's projective-field threshold: a fraction in ``(0, 1]``
-            capping each changed region's side relative to its map (changes beyond it are dropped); the
-            measured error is stored in ``last_approximation_error``.
+        approximate: ``None`` (exact), or one of two approximations whose measured error is stored in
+            ``last_approximation_error``: a :class:`~zf_attr.occlusion.drill_down.DrillDown` (coarse-then-fine:
+            every ``step``-th window first, then the ``refine`` fraction of the others where the coarse map is
+            strong or changes fast, the rest interpolated; works with either engine), or a float in ``(0, 1]``,
+            Krypton's projective-field threshold for the incremental engine (each changed region's side capped at
+            that fraction of its map; changes beyond it are dropped).
         dtype: compute the incremental engine in this dtype (``torch.bfloat16`` via autocast; error measured
             as for ``approximate``); ``None``: the input's dtype.
         channels_last: give convolutions ``torch.channels_last`` patches (faster on CUDA).
@@ -90,7 +95,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         self,
         forward_func: Callable[..., Any],
         engine: str = "auto",
-        approximate: float | None = None,
+        approximate: float | DrillDown | None = None,
         dtype: torch.dtype | None = None,
         channels_last: bool = False,
     ) -> None:
@@ -102,6 +107,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         self.last_engine: str | None = None
         self.last_engine_note: str | None = None
         self.last_approximation_error: float | None = None
+        self.last_windows_evaluated: int | None = None
 
     @attribution_method
     def attribute(
@@ -189,51 +195,78 @@ class OcclusionSensitivity(PerturbationAttribution):
                 copies = batched_copies = min(perturbations_per_eval, num_windows)
             self.last_perturbations_per_eval = copies
             dtype = torch.promote_types(initial.dtype, torch.float32)
+            plan = DrillDownPlan(grids, self.approximate) if isinstance(self.approximate, DrillDown) else None
+            cap = None if plan is not None else self.approximate
+            expected = num_windows if plan is None else len(plan.coarse_ids) + plan.num_refined + ERROR_SAMPLES
             totals = [torch.zeros(t.shape, dtype=dtype, device=t.device) for t in inputs_tuple]
-            progress = tqdm(total=num_windows, desc=f"{self.get_name()} attribution", disable=not show_progress)
+            drops = torch.zeros(num_windows, num_examples, dtype=dtype, device=initial.device)
+            evaluated = torch.zeros(num_windows, dtype=torch.bool)
+            progress = tqdm(
+                total=min(expected, num_windows), desc=f"{self.get_name()} attribution", disable=not show_progress
+            )
 
-            def batched(first: int, k: int) -> Iterator[tuple[list[int], Any]]:
-                for ids, occluded in iter_occluded(inputs_tuple, grids, fills, k, first):
-                    yield ids, self.forward_func(*occluded, *expand_additional_forward_args(extra, len(ids)))
+            def batched(ids: list[int], k: int) -> Iterator[tuple[list[int], Any]]:
+                for chunk, occluded in iter_occluded(inputs_tuple, grids, fills, k, window_ids=ids):
+                    yield chunk, self.forward_func(*occluded, *expand_additional_forward_args(extra, len(chunk)))
 
-            def incremental(first: int, k: int) -> Iterator[tuple[list[int], Any]]:
-                for start in range(first, num_windows, k):
-                    ids = list(range(start, min(start + k, num_windows)))
-                    yield ids, engine.run([grids[0].slices(i) for i in ids], fills[0], cap=self.approximate)
+            def incremental(ids: list[int], k: int) -> Iterator[tuple[list[int], Any]]:
+                for start in range(0, len(ids), k):
+                    chunk = ids[start : start + k]
+                    yield chunk, engine.run([grids[0].slices(i) for i in chunk], fills[0], cap=cap)
 
-            if engine is None:
-                batches: Iterator[tuple[list[int], Any]] = batched(0, copies)
-            elif (
-                self.engine == "auto"
-                and self.approximate is None
+            first_ids = list(range(num_windows)) if plan is None else plan.coarse_ids
+            measure = (
+                engine is not None
+                and self.engine == "auto"
+                and cap is None
                 and memory_budget is None  # an explicit budget is for the engine alone, not for both at once
-                and num_windows >= 2 * (copies + batched_copies)
-            ):
-                batches = self._faster_engine(incremental, batched, copies, batched_copies)
-            else:
-                batches = incremental(0, copies)
-            try:
-                for ids, out in batches:
-                    k = len(ids)
+                and len(first_ids) >= 2 * (copies + batched_copies)
+            )
+
+            def evaluate(ids: list[int]) -> None:
+                nonlocal measure
+                if engine is None or self.last_engine == "batched":
+                    batches = batched(ids, self.last_perturbations_per_eval)
+                elif measure:
+                    batches, measure = self._faster_engine(ids, incremental, batched, copies, batched_copies), False
+                else:
+                    batches = incremental(ids, copies)
+                for chunk, out in batches:
+                    k = len(chunk)
                     scores = self._scores(out, expand_target(target, k), k * num_examples)
-                    diffs = (initial.unsqueeze(0) - scores.reshape(k, num_examples)).to(dtype)
-                    for copy, window_id in enumerate(ids):
-                        input_index, local_id = locate_window(window_id, grids)
-                        total = totals[input_index]
-                        diff = diffs[copy].to(total.device).reshape(num_examples, *([1] * (total.dim() - 1)))
-                        index = (slice(None), *grids[input_index].slices(local_id))
-                        total[index] += diff
+                    drops[chunk] = (initial.unsqueeze(0) - scores.reshape(k, num_examples)).to(dtype)
+                    evaluated[chunk] = True
                     progress.update(k)
+
+            self.last_approximation_error = None
+            try:
+                evaluate(first_ids)
+                if plan is not None:
+                    evaluate(plan.refinement(drops))
+                    samples = plan.error_samples(evaluated)
+                    guess = plan.interpolate(drops, evaluated)
+                    evaluate(samples)
+                    scale = drops[evaluated.to(drops.device)].abs().max().clamp_min(1e-30)
+                    self.last_approximation_error = (
+                        float((guess[samples] - drops[samples]).abs().max() / scale) if samples else 0.0
+                    )
+                    drops = plan.interpolate(drops, evaluated)
             finally:
                 progress.close()
-            self.last_approximation_error = None
-            if engine is not None and (self.approximate is not None or self.dtype not in (None, torch.float32)):
+            self.last_windows_evaluated = int(evaluated.sum())
+            for window_id in range(num_windows):
+                input_index, local_id = locate_window(window_id, grids)
+                total = totals[input_index]
+                diff = drops[window_id].to(total.device).reshape(num_examples, *([1] * (total.dim() - 1)))
+                total[(slice(None), *grids[input_index].slices(local_id))] += diff
+            if engine is not None and (cap is not None or self.dtype not in (None, torch.float32)):
                 self.last_approximation_error = self._measured_error(engine, grids[0], fills[0], target, output)
         attributions = [total / grid.coverage(total.device, dtype) for total, grid in zip(totals, grids, strict=True)]
         return format_output(was_tuple, attributions)
 
     def _faster_engine(
         self,
+        ids: list[int],
         incremental: Callable[..., Iterator[Any]],
         batched: Callable[..., Iterator[Any]],
         copies: int,
@@ -245,15 +278,15 @@ class OcclusionSensitivity(PerturbationAttribution):
         cost more in bookkeeping than they save), so it is measured, per window, on the sweep itself.
         """
         seconds = {}
-        first = 0
+        done = 0
         for name, run, k in (("incremental", incremental, copies), ("batched", batched, batched_copies)):
             start = time.perf_counter()
-            ids, out = next(run(first, k))
+            chunk, out = next(run(ids[done : done + k], k))
             if isinstance(out, Tensor) and out.is_cuda:
                 torch.cuda.synchronize(out.device)
-            seconds[name] = (time.perf_counter() - start) / len(ids)
-            first += len(ids)
-            yield ids, out
+            seconds[name] = (time.perf_counter() - start) / len(chunk)
+            done += len(chunk)
+            yield chunk, out
         winner = min(seconds, key=seconds.__getitem__)
         self.last_engine = winner
         self.last_perturbations_per_eval = copies if winner == "incremental" else batched_copies
@@ -261,7 +294,7 @@ class OcclusionSensitivity(PerturbationAttribution):
             f"engine='auto' measured {seconds['incremental'] * 1e3:.1f} ms per window incremental and "
             f"{seconds['batched'] * 1e3:.1f} ms batched on this sweep, and went on {winner}"
         )
-        yield from (incremental if winner == "incremental" else batched)(first, self.last_perturbations_per_eval)
+        yield from (incremental if winner == "incremental" else batched)(ids[done:], self.last_perturbations_per_eval)
 
     def _measured_error(self, engine: Any, grid: Any, fill: Tensor, target: Any, output: Tensor) -> float:
         """Max |approximate - exact| score drop over up to 16 windows, relative to the largest exact drop."""

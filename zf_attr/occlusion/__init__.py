@@ -10,10 +10,13 @@ from zf_attr.occlusion.batching import (
     expand_target,
     measured_forward,
 )
+from zf_attr.occlusion.drill_down import DrillDown, DrillDownPlan
 from zf_attr.occlusion.sweep import format_baselines, iter_occluded, locate_window
 from zf_attr.occlusion.windows import WindowGrid, format_window_grids
 
 __all__ = [
+    "DrillDown",
+    "DrillDownPlan",
     "WindowGrid",
     "copies_per_batch",
     "default_memory_budget",

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from zf_attr.errors import ZFAttrWarning
+from zf_attr.occlusion.drill_down import DrillDown
 from zf_attr.occlusion.incremental.engine import IncrementalEngine
 from zf_attr.occlusion.incremental.graph import UnsupportedModelError
 
@@ -53,12 +54,14 @@ def validate_engine_options(engine: Any, approximate: Any, dtype: Any, channels_
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if approximate is not None and (
-        isinstance(approximate, bool) or not isinstance(approximate, (int, float)) or not 0 < approximate <= 1
+    if (
+        approximate is not None
+        and not isinstance(approximate, DrillDown)
+        and (isinstance(approximate, bool) or not isinstance(approximate, (int, float)) or not 0 < approximate <= 1)
     ):
         raise ValueError(
-            f"approximate must be None (exact) or a fraction in (0, 1] capping each changed region's side "
-            f"relative to its feature map, got {approximate!r}"
+            f"approximate must be None (exact), a DrillDown(step, refine) (coarse-then-fine windows) or a fraction "
+            f"in (0, 1] capping each changed region's side relative to its feature map, got {approximate!r}"
         )
     if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
