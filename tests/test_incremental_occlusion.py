@@ -28,7 +28,7 @@ from zf_attr.occlusion.incremental import (
     needed_inputs,
     occlusion_flops,
 )
-from zf_attr.occlusion.incremental.regions import brute_force_affected
+from zf_attr.occlusion.incremental.regions import batch_order, brute_force_affected
 
 # --- region arithmetic -------------------------------------------------------------------------------------------
 
@@ -205,6 +205,38 @@ def test_engine_equals_full_recomputation_on_every_supported_op(size: int, windo
     expected = occluded_reference(model, x, windows, 0.25)
     actual = IncrementalEngine(model, x).run(windows, torch.tensor(0.25, dtype=torch.float64))
     assert relative_error(actual, expected) <= 1e-11
+
+
+@pytest.mark.parametrize("build", [EveryOp, lambda: torchvision.models.vgg11(num_classes=7)], ids=["every-op", "vgg11"])
+def test_dense_tail_on_all_windows_equals_batch_by_batch(build) -> None:
+    torch.manual_seed(0)
+    model = calibrate_batch_norm(build(), 32).double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    engine = IncrementalEngine(model, x)
+    assert all(op.kind in ("dense", "const", "output") for op in engine.ops[engine.tail_start :])
+    assert engine.ops[engine.tail_start - 1].kind not in ("dense", "const") and engine.tail_bytes_per_window > 0
+    grid = WindowGrid((3, 32, 32), (3, 6, 6), (3, 5, 5))
+    windows = [grid.slices(i) for i in range(0, grid.num_windows, 3)]  # 17 windows: sub-batches 5, 5, 5, 2
+    fill = torch.tensor(0.5, dtype=torch.float64)
+    expected = occluded_reference(model, x, windows, 0.5)
+    assert relative_error(engine.run(windows, fill, sub_batch=5), expected) <= 1e-11
+    assert relative_error(engine.run(windows, fill, sub_batch=5), engine.run(windows, fill)) <= 1e-12
+
+
+@settings(max_examples=50, deadline=None)
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 12)), per_batch=st.integers(1, 40))
+def test_batch_order_is_a_permutation_grouping_mirror_windows(shape, per_batch) -> None:
+    grid = WindowGrid(shape, (1, 1, 1), (1, 1, 1))
+    positions = [grid.position(i) for i in range(grid.num_windows)]
+    order = batch_order(positions, grid.grid_shape, per_batch)
+    assert sorted(order) == list(range(grid.num_windows))
+
+    def distances(i: int) -> tuple[int, ...]:
+        return tuple(min(p, n - 1 - p) for p, n in zip(positions[i], shape, strict=True))
+
+    # windows at the same distances from the borders (mirror images, same region sizes) come one after another
+    runs = [distances(i) for i in order]
+    assert len(set(runs)) == sum(1 for a, b in zip([None, *runs], runs, strict=False) if a != b)
 
 
 def test_attribution_equals_captum_and_leaves_the_model_untouched() -> None:

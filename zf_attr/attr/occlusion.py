@@ -30,9 +30,14 @@ from zf_attr.occlusion import (
     measured_forward,
 )
 from zf_attr.occlusion.drill_down import ERROR_SAMPLES, DrillDown, DrillDownPlan
+from zf_attr.occlusion.incremental.regions import batch_order
 from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_engine, validate_engine_options
 
 __all__ = ["OcclusionSensitivity"]
+
+#: The incremental engine's dense tail (e.g. VGG's fully connected layers, whose weights take longer to read than
+#: to multiply) runs on this many batches of windows at once, memory permitting.
+TAIL_BATCHES = 8
 
 
 class OcclusionSensitivity(PerturbationAttribution):
@@ -210,9 +215,13 @@ class OcclusionSensitivity(PerturbationAttribution):
                     yield chunk, self.forward_func(*occluded, *expand_additional_forward_args(extra, len(chunk)))
 
             def incremental(ids: list[int], k: int) -> Iterator[tuple[list[int], Any]]:
-                for start in range(0, len(ids), k):
-                    chunk = ids[start : start + k]
-                    yield chunk, engine.run([grids[0].slices(i) for i in chunk], fills[0], cap=cap)
+                order = batch_order([grids[0].position(i) for i in ids], grids[0].grid_shape, k)
+                ids = [ids[i] for i in order]  # batches of windows with similar changed regions
+                # the dense tail (fully connected layers) runs on up to TAIL_BATCHES batches at once
+                per_tail = k * max(1, min(TAIL_BATCHES, int(budget) // max(1, 2 * k * engine.tail_bytes_per_window)))
+                for start in range(0, len(ids), per_tail):
+                    chunk = ids[start : start + per_tail]
+                    yield chunk, engine.run([grids[0].slices(i) for i in chunk], fills[0], cap=cap, sub_batch=k)
 
             first_ids = list(range(num_windows)) if plan is None else plan.coarse_ids
             measure = (

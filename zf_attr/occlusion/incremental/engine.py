@@ -15,6 +15,7 @@ map side; changes outside it are dropped (the cached values are used there).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,6 +105,15 @@ class IncrementalEngine:
             elif op.kind == "elementwise" and not self._pointwise_fits(op, i):
                 op.kind = "dense"  # broadcasting, constants, or not an image-shaped value
         self._prune_caches()
+        self.tail_start = len(self.ops) - 1
+        while self.tail_start > 0 and self.ops[self.tail_start - 1].kind in ("dense", "const"):
+            self.tail_start -= 1
+        self.tail_inputs = sorted({j for op in self.ops[self.tail_start :] for j in op.inputs if j < self.tail_start})
+        self.tail_bytes_per_window = sum(
+            math.prod(self.shapes[j][1:]) * self.shapes[j][0] * inputs.element_size()
+            for j in self.tail_inputs
+            if self.shapes[j]
+        )
         output = self.caches[-1]
         if not isinstance(output, Tensor):
             raise UnsupportedModelError("the model does not return a tensor")
@@ -201,6 +211,7 @@ class IncrementalEngine:
         *,
         cap: float | None = None,
         extra: Sequence[int] = (),
+        sub_batch: int | None = None,
     ) -> Any:
         """Model outputs for the input occluded by each window, ``(len(windows) * N, ...)``, window-major.
 
@@ -210,6 +221,10 @@ class IncrementalEngine:
             baseline: the fill value, broadcastable to the input ``(N, C, H, W)``.
             cap: approximate mode: largest rectangle side as a fraction of each map side (``None``: exact).
             extra: op indices whose whole values are returned too (e.g. :meth:`node_of_module`).
+            sub_batch: run the ops before the dense tail (see :attr:`tail_start`) ``sub_batch`` windows at a time,
+                then the tail on all windows at once: the tail's weights (VGG's 400 MB of fully connected layers)
+                are then read once for all the windows instead of once per sub-batch. Memory for the windows
+                beyond one sub-batch: :attr:`tail_bytes_per_window` each. Ignored with ``extra``.
 
         Returns:
             The output, or ``(output, [values of extra])`` when ``extra`` is given.
@@ -217,26 +232,55 @@ class IncrementalEngine:
         if cap is not None and not 0 < cap <= 1:
             raise ValueError(f"cap must be in (0, 1] (a fraction of the map side) or None, got {cap!r}")
         inputs = self.caches[0]
-        n = inputs.shape[0]
-        context = Context(
-            example=torch.arange(len(windows) * n, device=self.device) % n, cap=cap, memory_format=self.memory_format
-        )
-        keep = set(extra)
-        states: list[State] = [None] * len(self.ops)
-        remaining = [len(users) for users in self.users]
+        whole = self._context(len(windows), cap)
         with torch.no_grad(), self._autocast():
-            for i, op in enumerate(self.ops):
-                states[i] = self._step(i, op, states, windows, baseline, context)
-                for j in op.inputs:
-                    remaining[j] -= 1
-                    if remaining[j] == 0 and j not in keep:
-                        states[j] = None if self.ops[j].kind != "input" else states[j]
-            output = to_dense(states[-1], self.caches[-1], context)
+            if sub_batch is None or extra or len(windows) <= sub_batch:
+                states = self._run_ops(0, len(self.ops), windows, baseline, whole, set(extra))
+            else:
+                parts: dict[int, list[Tensor]] = {j: [] for j in self.tail_inputs}
+                for first in range(0, len(windows), sub_batch):
+                    part = windows[first : first + sub_batch]
+                    context = self._context(len(part), cap)
+                    prefix = self._run_ops(0, self.tail_start, part, baseline, context, set(self.tail_inputs))
+                    for j in self.tail_inputs:
+                        parts[j].append(to_dense(prefix[j], self.caches[j], context))
+                states = [None] * len(self.ops)
+                for j, values in parts.items():
+                    states[j] = torch.cat(values)
+                states = self._run_ops(self.tail_start, len(self.ops), windows, baseline, whole, set(), states)
+            output = to_dense(states[-1], self.caches[-1], whole)
             if self.dtype is not None and output.is_floating_point() and output.dtype != inputs.dtype:
                 output = output.to(inputs.dtype)
             if not extra:
                 return output
-            return output, [to_dense(states[j], self.caches[j], context) for j in extra]
+            return output, [to_dense(states[j], self.caches[j], whole) for j in extra]
+
+    def _context(self, num_windows: int, cap: float | None) -> Context:
+        n = self.caches[0].shape[0]
+        example = torch.arange(num_windows * n, device=self.device) % n
+        return Context(example=example, cap=cap, memory_format=self.memory_format)
+
+    def _run_ops(
+        self,
+        start: int,
+        stop: int,
+        windows: Sequence[tuple[slice, ...]],
+        baseline: Tensor,
+        context: Context,
+        keep: set[int],
+        states: list[State] | None = None,
+    ) -> list[State]:
+        """States of ops ``start … stop-1`` (a value is dropped after its last reader unless in ``keep``)."""
+        states = [None] * len(self.ops) if states is None else states
+        remaining = [len(users) for users in self.users]
+        for i in range(start, stop):
+            op = self.ops[i]
+            states[i] = self._step(i, op, states, windows, baseline, context)
+            for j in op.inputs:
+                remaining[j] -= 1
+                if remaining[j] == 0 and j not in keep and self.ops[j].kind != "input":
+                    states[j] = None
+        return states
 
     def _step(
         self,

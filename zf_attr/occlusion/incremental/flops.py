@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from zf_attr.occlusion.incremental.graph import trace_ops
+from zf_attr.occlusion.incremental.graph import Op, trace_ops
 from zf_attr.occlusion.incremental.regions import affected_outputs
 from zf_attr.occlusion.windows import WindowGrid
 
-__all__ = ["OcclusionFlops", "occlusion_flops"]
+__all__ = ["OcclusionFlops", "occlusion_flops", "window_regions"]
 
 _BIG = 1 << 40
 
@@ -81,24 +81,10 @@ def occlusion_flops(model: nn.Module, input_shape: tuple[int, int, int], window:
                 values.append(op.call([values[j] for j in op.inputs]))
     shapes = [tuple(v.shape) if isinstance(v, Tensor) else () for v in values]
     boxes = [[s[1].start, s[1].stop, s[2].start, s[2].stop] for s in map(grid.slices, range(grid.num_windows))]
-    regions: list[Tensor | str | None] = [None] * len(ops)
+    regions = window_regions(ops, shapes, torch.tensor(boxes, dtype=torch.long))
     layers = []
     for i, op in enumerate(ops):
-        ins = [regions[j] for j in op.inputs]
         out = shapes[i]
-        if op.kind == "input":
-            regions[i] = torch.tensor(boxes, dtype=torch.long)
-        elif op.kind == "const" or all(r is None for r in ins):
-            regions[i] = None
-        elif op.kind == "elementwise" and len(out) == 4 and all(r is None or isinstance(r, Tensor) for r in ins):
-            regions[i] = _union([r for r in ins if isinstance(r, Tensor)])
-        elif op.kind == "spatial" and isinstance(ins[0], Tensor) and len(out) == 4 and op.geometry is not None:
-            box = ins[0]
-            r0, r1 = affected_outputs(box[:, 0], box[:, 1], op.geometry[0], out[2])
-            c0, c1 = affected_outputs(box[:, 2], box[:, 3], op.geometry[1], out[3])
-            regions[i] = torch.stack([r0, r1, c0, c1], dim=1)
-        else:
-            regions[i] = "full"
         if op.macs_per_output:
             per_position = op.macs_per_output * (out[1] if len(out) == 4 else 1)
             full = op.macs_per_output * int(torch.tensor(out[1:]).prod())
@@ -110,6 +96,32 @@ def occlusion_flops(model: nn.Module, input_shape: tuple[int, int, int], window:
                 changed = full * grid.num_windows if region == "full" else 0
             layers.append((op.name, full, changed))
     return OcclusionFlops(tuple(layers), grid.num_windows)
+
+
+def window_regions(ops: list[Op], shapes: list[tuple[int, ...]], boxes: Tensor) -> list[Tensor | str | None]:
+    """Each op's changed region per window: ``(windows, 4)`` rows ``(r0, r1, c0, c1)``, ``"full"`` or ``None``.
+
+    ``boxes`` are the windows' input rectangles ``(windows, 4)``; ``shapes`` the ops' output shapes. The exact
+    per-window projective fields (no common batch size, no shifting), as :func:`occlusion_flops` counts them.
+    """
+    regions: list[Tensor | str | None] = [None] * len(ops)
+    for i, op in enumerate(ops):
+        ins = [regions[j] for j in op.inputs]
+        out = shapes[i]
+        if op.kind == "input":
+            regions[i] = boxes
+        elif op.kind == "const" or all(r is None for r in ins):
+            regions[i] = None
+        elif op.kind == "elementwise" and len(out) == 4 and all(r is None or isinstance(r, Tensor) for r in ins):
+            regions[i] = _union([r for r in ins if isinstance(r, Tensor)])
+        elif op.kind == "spatial" and isinstance(ins[0], Tensor) and len(out) == 4 and op.geometry is not None:
+            box = ins[0]
+            r0, r1 = affected_outputs(box[:, 0], box[:, 1], op.geometry[0], out[2])
+            c0, c1 = affected_outputs(box[:, 2], box[:, 3], op.geometry[1], out[3])
+            regions[i] = torch.stack([r0, r1, c0, c1], dim=1)
+        else:
+            regions[i] = "full"
+    return regions
 
 
 def _union(boxes: list[Tensor]) -> Tensor:
