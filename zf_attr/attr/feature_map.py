@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from zf_attr._captum_compat import format_additional_forward_args, format_inputs, validate_model
 from zf_attr._intercept import intercept
+from zf_attr.attr._batched import _backward, _MapSeeds, _project_rows
 from zf_attr.attr._layers import capture_layer_output, check_channels, resolve_layer
 from zf_attr.attr._rule_attribution import validate_variant
+from zf_attr.attr.cropped import CropError, choose_crop, crop_runner, project_cropped, take_rows
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
 from zf_attr.errors import UnhonouredLayerWarning, ZFAttrWarning
 from zf_attr.switches import ForwardTrace
@@ -63,6 +65,13 @@ class FeatureMapDeconvnet:
     passes are batched with :func:`torch.func.vmap` over ``torch.autograd.grad`` (one backward pass of the
     recorded graph for a whole chunk) in chunks of ``chunk_size`` seeds.
 
+    Where the layer's receptive field is small against the image (``"max"``/``"topk"`` and
+    :meth:`project_seeds`, ``crop=None``), each seed is instead projected on a crop of its image that holds its
+    field, aligned to the layer's stride, ``chunk_size`` crops of a size per forward and backward pass, and
+    pasted into zeros: the same projection up to float rounding, because every unit of the seed's backward cone
+    sees only pixels of the crop (:mod:`zf_attr.attr.cropped` gives the argument). ``last_cropped`` says whether
+    the last call cropped.
+
     Each example is projected on its own; the model must treat examples independently (eval mode).
 
     Args:
@@ -90,6 +99,7 @@ class FeatureMapDeconvnet:
         self.layer_name, self.layer = resolve_layer(model, layer)
         self.variant = variant
         self._field: ReceptiveField | ReceptiveFieldError | None = None
+        self.last_cropped: bool | None = None
 
     def receptive_field(self, example_inputs: tuple[Any, ...] | None = None) -> ReceptiveField:
         """The layer's receptive field (computed once, then cached).
@@ -116,6 +126,7 @@ class FeatureMapDeconvnet:
         additional_forward_args: Any = None,
         chunk_size: int = 32,
         vectorize: bool = True,
+        crop: bool | None = None,
     ) -> FeatureMapProjections:
         """Project the chosen feature maps of every image.
 
@@ -128,6 +139,9 @@ class FeatureMapDeconvnet:
             additional_forward_args: extra model arguments after the inputs (one value or a tuple).
             chunk_size: projections computed together in one batched backward pass (memory grows with it).
             vectorize: batch the backward passes with vmap; ``False`` runs them one by one (same result).
+            crop: project ``"max"``/``"topk"`` seeds on crops around their receptive fields (see the class
+                docstring): ``None`` (default) where a crop is under half the image and no
+                ``additional_forward_args`` are given, ``True`` whenever the field is local, ``False`` never.
 
         Returns:
             A :class:`FeatureMapProjections`.
@@ -147,7 +161,12 @@ class FeatureMapDeconvnet:
         extra_args = format_additional_forward_args(additional_forward_args)
         # The field first, outside the interception (it may run the model once, see ``receptive_field``).
         field, field_problem = (None, "") if mode == "map" else self._field_or_problem((images.detach(), *extra_args))
-        activation, leaf, trace = self._forward(images, extra_args)
+        if mode == "map" and crop:
+            raise ValueError("crop=True applies to modes 'max' and 'topk': a whole map has no single receptive field")
+        size = tuple(images.shape[-2:])
+        crop_field = choose_crop(False if mode == "map" else crop, field, field_problem, size, bool(extra_args))
+        activation, leaf, trace = self._forward(images, extra_args, record=crop_field is None)
+        self.last_cropped = False
         with torch.enable_grad():
             chosen = check_channels(channels, activation.shape[1], self.layer_name)
             values, flat = _strongest(activation.detach(), chosen, k)
@@ -166,7 +185,9 @@ class FeatureMapDeconvnet:
                     ],
                     dim=1,
                 )
-                projections = _project_rows(activation, leaf, rows, chunk_size, vectorize)
+                projections = self._project(
+                    activation, leaf, images, extra_args, rows, crop_field, crop, chunk_size, vectorize
+                )
                 projections = projections.reshape(n, count, *projections.shape[1:])
         self._warn_unhonoured(trace)
         width = activation.shape[-1]
@@ -201,6 +222,7 @@ class FeatureMapDeconvnet:
         *,
         additional_forward_args: Any = None,
         vectorize: bool = True,
+        crop: bool | None = None,
     ) -> Tensor:
         """Project arbitrary activations of the layer, each seeded with its own value, to pixel space.
 
@@ -219,6 +241,7 @@ class FeatureMapDeconvnet:
             chunk_size: slots (each up to one seed per image) per batched backward pass; memory grows with it.
             additional_forward_args: extra model arguments after the inputs (one value or a tuple).
             vectorize: batch the backward passes with vmap; ``False`` runs them one by one (same result).
+            crop: project on crops around the seeds' receptive fields, as in :meth:`attribute`.
 
         Returns:
             Projections ``(S, C, H, W)``, in the order of ``seeds`` (``(0, C, H, W)`` for no seeds).
@@ -247,8 +270,10 @@ class FeatureMapDeconvnet:
         used, rows[:, 0] = rows[:, 0].unique(return_inverse=True)
         if len(used) < count:  # examples are independent: only the images the seeds refer to
             images = images[used.to(images.device)]
-            extra_args = tuple(_take(arg, used, count) for arg in extra_args)
-        activation, leaf, trace = self._forward(images, extra_args)
+            extra_args = tuple(take_rows(arg, used, count) for arg in extra_args)
+        field, problem = (None, "") if crop is False else self._field_or_problem((images.detach(), *extra_args))
+        crop_field = choose_crop(crop, field, problem, tuple(images.shape[-2:]), bool(extra_args))
+        activation, leaf, trace = self._forward(images, extra_args, record=crop_field is None)
         _, channels, height, width = activation.shape
         if rows.shape[1] == 4:
             size = f"the layer's map is {height}×{width}"
@@ -258,18 +283,43 @@ class FeatureMapDeconvnet:
         _check_range(rows, 1, channels, "channel", f"layer {self.layer_name!r} has {channels} channels", seeds)
         why = f"the layer's map is {height}×{width}, flat_location = row * {width} + col"
         _check_range(rows, 2, height * width, "flat location", why, seeds)
-        with torch.enable_grad():
-            projections = _project_rows(activation, leaf, rows.to(activation.device), chunk_size, vectorize)
+        projections = self._project(activation, leaf, images, extra_args, rows, crop_field, crop, chunk_size, vectorize)
         self._warn_unhonoured(trace)
         return projections
 
-    def _forward(self, images: Tensor, extra_args: tuple[Any, ...]) -> tuple[Tensor, Tensor, ForwardTrace]:
-        """The layer's output (its graph recorded under the deconvnet rule), the input leaf, and the trace."""
-        leaf = images.detach().requires_grad_(True)
-        interceptor = intercept(self.model, "deconvnet", skip_normalization=self.variant == "strict")
+    def _project(
+        self, activation: Tensor, leaf: Tensor, images: Tensor, extra_args: tuple[Any, ...], rows: Tensor,
+        field: ReceptiveField | None, crop: bool | None, chunk_size: int, vectorize: bool = True,
+    ) -> Tensor:  # fmt: skip
+        """Projections of seed rows ``(image, channel, flat)``: on crops where ``field`` is given, else whole."""
+        self.last_cropped = False
+        if field is not None:
+            try:
+                runner = crop_runner(self.model, self.layer_name, self.layer, images, extra_args, field)
+                forward = lambda x, extra: self._forward(x, extra, runner)[:2]  # noqa: E731
+                out = project_cropped(forward, images, extra_args, rows, field, activation.detach(), chunk_size)
+                self.last_cropped = True
+                return out
+            except CropError as error:
+                if crop:
+                    raise ValueError(f"crop=True is not possible: {error}; pass crop=None or crop=False") from error
+            activation, leaf, _ = self._forward(images, extra_args)  # crops not possible after all: whole images
         with torch.enable_grad():
+            return _project_rows(activation, leaf, rows.to(activation.device), chunk_size, vectorize)
+
+    def _forward(
+        self, images: Tensor, extra_args: tuple[Any, ...], runner: Any = None, record: bool = True
+    ) -> tuple[Tensor, Tensor, ForwardTrace]:
+        """The layer's output (its graph recorded under the deconvnet rule unless not ``record``), input leaf, trace.
+
+        ``runner`` runs the model up to the layer (default: the model; see :func:`~zf_attr.attr.cropped.crop_runner`).
+        """
+        leaf = images.detach().requires_grad_(record)
+        interceptor = intercept(self.model, "deconvnet", skip_normalization=self.variant == "strict")
+        with torch.set_grad_enabled(record):
             with interceptor as trace:
-                activation, _ = capture_layer_output(self.model, self.layer, (leaf, *extra_args), stop=True)
+                model = self.model if runner is None else runner
+                activation, _ = capture_layer_output(model, self.layer, (leaf, *extra_args), stop=True)
         if activation.dim() != 4:
             raise ValueError(
                 f"layer {self.layer_name!r} returns shape {tuple(activation.shape)}; FeatureMapDeconvnet needs a "
@@ -327,83 +377,3 @@ def _check_range(rows: Tensor, column: int, stop: int, what: str, why: str, seed
             f"seeds[{s}] = {seeds[s].tolist()} has {what} {int(rows[s, column])}, out of range [0, {stop}): "
             f"{why} ({len(bad)} bad row(s) in all)"
         )
-
-
-def _take(arg: Any, used: Tensor, count: int) -> Any:
-    """The rows ``used`` of a per-example extra argument (a tensor with ``count`` rows); anything else as is."""
-    if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == count:
-        return arg[used.to(arg.device)]
-    return arg
-
-
-class _Seeds(Protocol):
-    def make(self, start: int, stop: int) -> Tensor: ...
-
-
-def _backward(
-    activation: Tensor, leaf: Tensor, seeds: _Seeds, slots: int, chunk_size: int, vectorize: bool
-) -> Iterator[tuple[int, int, Tensor]]:
-    """``(start, stop, grad)`` per chunk of slots; ``grad`` is ``(stop - start, N, C, H, W)``."""
-    for start in range(0, slots, chunk_size):
-        stop = min(start + chunk_size, slots)
-        seed = seeds.make(start, stop)
-        keep = stop < slots
-        if vectorize:  # torch.func.vmap: real batching rules (is_grads_batched loops over convolution_backward)
-            grad = torch.func.vmap(lambda g, keep=keep: torch.autograd.grad(activation, leaf, g, retain_graph=keep)[0])(
-                seed
-            )
-        else:
-            grads = [
-                torch.autograd.grad(activation, leaf, seed[j], retain_graph=keep or j < len(seed) - 1)[0]
-                for j in range(len(seed))
-            ]
-            grad = torch.stack(grads)
-        yield start, stop, grad.detach()
-
-
-def _project_rows(activation: Tensor, leaf: Tensor, rows: Tensor, chunk_size: int, vectorize: bool) -> Tensor:
-    """Projections ``(S, C, H, W)`` of validated seed rows ``(image, channel, flat)`` (on the activation's device)."""
-    out = leaf.new_zeros(len(rows), *leaf.shape[1:])
-    if not len(rows):
-        return out
-    seeds = _RowSeeds(activation.detach(), rows)
-    for start, stop, grad in _backward(activation, leaf, seeds, seeds.slots, chunk_size, vectorize):
-        chosen = ((seeds.slot >= start) & (seeds.slot < stop)).nonzero().squeeze(1)
-        out[chosen] = grad[seeds.slot[chosen] - start, rows[chosen, 0]]
-    return out
-
-
-class _RowSeeds:
-    """Seed rows dealt into slots, at most one per image each; a chunk of slots is a seed ``(m, N, C, h, w)``."""
-
-    def __init__(self, activation: Tensor, rows: Tensor) -> None:
-        self.activation, self.rows = activation, rows
-        images = rows[:, 0]
-        order = torch.sort(images, stable=True).indices
-        counts = torch.bincount(images, minlength=activation.shape[0])
-        firsts = counts.cumsum(0) - counts
-        self.slot = torch.empty_like(images)
-        self.slot[order] = torch.arange(len(rows), device=rows.device) - firsts[images[order]]
-        self.slots = int(counts.max())
-
-    def make(self, start: int, stop: int) -> Tensor:
-        n, c, h, w = self.activation.shape
-        seed = self.activation.new_zeros(stop - start, n, c, h * w)
-        chosen = ((self.slot >= start) & (self.slot < stop)).nonzero().squeeze(1)
-        image, channel, flat = self.rows[chosen].unbind(1)
-        values = self.activation.reshape(n, c, h * w)[image, channel, flat]
-        seed[self.slot[chosen] - start, image, channel, flat] = values
-        return seed.reshape(stop - start, n, c, h, w)
-
-
-class _MapSeeds:
-    """Whole maps as seeds: slot ``m`` keeps map ``channels[m]`` of every image, zeros elsewhere."""
-
-    def __init__(self, activation: Tensor, channels: Tensor) -> None:
-        self.activation, self.channels = activation, channels.to(activation.device)
-
-    def make(self, start: int, stop: int) -> Tensor:
-        seed = self.activation.new_zeros(stop - start, *self.activation.shape)
-        for j, channel in enumerate(self.channels[start:stop].tolist()):
-            seed[j, :, channel] = self.activation[:, channel]
-        return seed
