@@ -5,7 +5,9 @@ What it measures, per configuration ``layer:size:batch``: projecting the ``k`` (
 images, float32, seeded ``weights=None`` model in ``eval()``:
 
 * **zf_attr**: one ``FeatureMapDeconvnet(model, layer).attribute(images, None, mode="topk", k=k)`` call: one
-  forward pass to the layer, then the backward passes batched with vmap, ``--chunk-size`` seeds at a time.
+  forward pass to the layer, then either (shallow layers, whose receptive field is under half the image) one
+  forward and backward pass per batch of receptive-field crops, or the whole-image backward passes batched with
+  vmap, ``--chunk-size`` seeds at a time (``cropped`` in the JSON says which).
 * **Captum**: the same projections from ``captum.attr.NeuronDeconvolution``, one call per (map, rank): a callable
   ``neuron_selector`` picks each example's own location of that rank and multiplies it by its (detached) value,
   so one call serves the whole batch and the seed is the activation itself, as in zf_attr. That is
@@ -25,7 +27,7 @@ over all seed locations): the most that restricting the backward to cropped regi
 
 How to run (from the repository root; wrap timing runs in ``flock /tmp/zf_bench.lock`` on a shared machine)::
 
-    python benchmarks/bench_feature_map.py                  # layer3:224:1 layer3:112:4 layer3:64:8 layer2:224:1
+    python benchmarks/bench_feature_map.py                  # layer1/2/3 at 224, layer3 at 112 (batch 4)
     python benchmarks/bench_feature_map.py --configs layer3:224:2 --captum-calls 64
     python benchmarks/bench_feature_map.py --quick --out /tmp/smoke.json    # layer3:64:2, k=2, 8 Captum calls
 """
@@ -60,7 +62,7 @@ from zf_attr.attr.receptive_field import receptive_field
 MAX_RELATIVE_ERROR = 1e-4
 TARGET_RATIO = 10.0
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DEFAULT_CONFIGS = ["layer3:224:1", "layer3:112:4", "layer3:64:8", "layer2:224:1"]
+DEFAULT_CONFIGS = ["layer1:224:1", "layer2:224:1", "layer3:224:1", "layer3:112:4"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -218,7 +220,7 @@ def benchmark(layer: str, size: int, batch: int, args: argparse.Namespace) -> di
         "layer_map": list(plain.shape[-2:]),
         "receptive_field": list(field.size),
         "zf_attr_s": ours_s,
-        "zf_attr": {"chunk_size": args.chunk_size, "vectorize": vectorize},
+        "zf_attr": {"chunk_size": args.chunk_size, "vectorize": vectorize, "cropped": projector.last_cropped},
         "captum_calls_total": seeds,
         "captum_calls_timed": len(seconds),
         "captum_call_s": {"mean": statistics.mean(seconds), "min": min(seconds), "max": max(seconds)},
@@ -238,7 +240,7 @@ def benchmark(layer: str, size: int, batch: int, args: argparse.Namespace) -> di
 def table(results: list[dict[str, Any]]) -> str:
     header = (
         f"{'layer':<7} {'size':>4} {'batch':>5} {'proj':>6} {'zf_attr s':>9} {'captum s (est)':>14} {'ratio':>6} "
-        f"{'bound dense/cone':>16} {'rel err':>8}"
+        f"{'bound dense/cone':>16} {'rel err':>8} {'cropped':>8}"
     )
     lines = [header, "-" * len(header)]
     for row in results:
@@ -246,7 +248,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{row['layer']:<7} {row['input_size'][1]:>4} {row['batch']:>5} {row['projections']:>6} "
             f"{row['zf_attr_s']:>9.2f} {row['captum_loop_s_estimated']:>14.2f} {row['ratio']:>6.2f} "
             f"{row['flop_bound_ratio_dense']:>7.2f}/{row['flop_bound_ratio_cone']:<8.2f} "
-            f"{row['max_relative_error']:>8.1e}"
+            f"{row['max_relative_error']:>8.1e} {row['zf_attr']['cropped']!s:>8}"
         )
     return "\n".join(lines)
 
