@@ -281,6 +281,7 @@ def project_cropped(
         (torch.Size([1, 1, 16, 16]), True)
     """
     count, _, height, width = images.shape
+    reference = reference.detach()
     seeds = seeds.cpu().long()
     seeds = torch.stack(
         [seeds[:, 0], seeds[:, 1], seeds[:, 2] // reference.shape[-1], seeds[:, 2] % reference.shape[-1]], 1
