@@ -71,7 +71,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=9, help="projections per map and image (default 9)")
     parser.add_argument("--captum-calls", type=int, default=24, help="Captum calls timed per configuration")
     parser.add_argument("--chunk-size", type=int, default=32, help="zf_attr seeds per batched backward pass")
-    parser.add_argument("--no-vectorize", action="store_true", help="zf_attr backward passes one by one")
+    parser.add_argument(
+        "--vectorize", choices=["auto", "on", "off"], default="auto", help="zf_attr's vmap (auto: on CUDA only)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: layer3:64:2, k=2, 8 Captum calls")
@@ -179,7 +181,7 @@ def benchmark(layer: str, size: int, batch: int, args: argparse.Namespace) -> di
     model = torchvision.models.resnet18(weights=None).eval()
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(args.seed + 1))
     projector = zf_attr.FeatureMapDeconvnet(model, layer)
-    vectorize = not args.no_vectorize
+    vectorize = {"auto": None, "on": True, "off": False}[args.vectorize]
     projector.attribute(images[:1], [0, 1], mode="topk", k=1, chunk_size=args.chunk_size, vectorize=vectorize)
     began = time.perf_counter()
     result = projector.attribute(images, None, mode="topk", k=args.k, chunk_size=args.chunk_size, vectorize=vectorize)

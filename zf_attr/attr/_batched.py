@@ -16,9 +16,14 @@ class _Seeds(Protocol):
 
 
 def _backward(
-    activation: Tensor, leaf: Tensor, seeds: _Seeds, slots: int, chunk_size: int, vectorize: bool
+    activation: Tensor, leaf: Tensor, seeds: _Seeds, slots: int, chunk_size: int, vectorize: bool | None
 ) -> Iterator[tuple[int, int, Tensor]]:
-    """``(start, stop, grad)`` per chunk of slots; ``grad`` is ``(stop - start, N, C, H, W)``."""
+    """``(start, stop, grad)`` per chunk of slots; ``grad`` is ``(stop - start, N, C, H, W)``.
+
+    ``vectorize=None`` batches with vmap on CUDA and loops elsewhere (faster on CPU, see ``FeatureMapDeconvnet``).
+    """
+    if vectorize is None:
+        vectorize = leaf.is_cuda
     for start in range(0, slots, chunk_size):
         stop = min(start + chunk_size, slots)
         seed = seeds.make(start, stop)
@@ -36,7 +41,7 @@ def _backward(
         yield start, stop, grad.detach()
 
 
-def _project_rows(activation: Tensor, leaf: Tensor, rows: Tensor, chunk_size: int, vectorize: bool) -> Tensor:
+def _project_rows(activation: Tensor, leaf: Tensor, rows: Tensor, chunk_size: int, vectorize: bool | None) -> Tensor:
     """Projections ``(S, C, H, W)`` of validated seed rows ``(image, channel, flat)`` (on the activation's device)."""
     out = leaf.new_zeros(len(rows), *leaf.shape[1:])
     if not len(rows):
