@@ -23,6 +23,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,6 @@ def load_average() -> list[float] | None:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Time stamp, device, platform and library versions, threads and load average, for a results file."""
-    import captum
     import torchvision
 
     return {
@@ -84,7 +84,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "captum": captum.__version__,
+        "captum": metadata.version("captum"),
         "zf_attr": zf_attr.__version__,
         "threads": torch.get_num_threads(),
         "load_average_before": load_average(),
