@@ -78,6 +78,9 @@ def test_smooth_map_is_exact_from_the_lattice_alone() -> None:
     method = OcclusionSensitivity(model, approximate=DrillDown(step=3, refine=0.0))
     approximate = method.attribute(image, **kwargs)
     assert method.last_windows_evaluated == 16 + 16  # 4 x 4 lattice (0, 3, 6, 8) + the error samples
+    lattice = [r * 9 + c for r in (0, 3, 6, 8) for c in (0, 3, 6, 8)]
+    assert method.last_evaluated.shape == (81,) and method.last_evaluated[lattice].all()
+    assert int(method.last_evaluated.sum()) == 32
     assert method.last_approximation_error < 1e-5  # float32 rounding
     exact = Occlusion(model).attribute(image, **kwargs)
     assert relative_error(approximate, exact) < 1e-5

@@ -66,6 +66,8 @@ class OcclusionSensitivity(PerturbationAttribution):
             between the approximate and the exact float32 score drops on a sample of up to 16 windows, relative
             to the largest exact drop (of the sample; of the whole sweep for a drill-down); ``None`` for exact runs.
         last_windows_evaluated: windows the last call evaluated (all of them unless drilling down).
+        last_evaluated: which windows the last call evaluated, a bool tensor over the windows (numbered row-major
+            per input, input 0's first); the others were interpolated (:class:`~zf_attr.DrillDown`).
 
     Args:
         forward_func: the model, or any callable mapping the inputs (then ``additional_forward_args``) to an
@@ -113,6 +115,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         self.last_engine_note: str | None = None
         self.last_approximation_error: float | None = None
         self.last_windows_evaluated: int | None = None
+        self.last_evaluated: Tensor | None = None
 
     @attribution_method
     def attribute(
@@ -262,7 +265,7 @@ class OcclusionSensitivity(PerturbationAttribution):
                     drops = plan.interpolate(drops, evaluated)
             finally:
                 progress.close()
-            self.last_windows_evaluated = int(evaluated.sum())
+            self.last_windows_evaluated, self.last_evaluated = int(evaluated.sum()), evaluated
             for window_id in range(num_windows):
                 input_index, local_id = locate_window(window_id, grids)
                 total = totals[input_index]
