@@ -73,6 +73,10 @@ def test_explain_torchvision_model_with_local_weights_and_glob(image_folder: Pat
             ["explain", "IMAGES", "--method", "gradcam", "--layer", "conv9"],
             "zf-attr: error: --layer: layer='conv9' is not a layer of the model; did you mean",
         ),
+        (
+            ["explain", "IMAGES", "--method", "occlusion", "--drill-down", "1", "0.1"],
+            "zf-attr: error: --drill-down: DrillDown step must be an int >= 2",
+        ),
         (  # checked even when no chosen method uses the layer
             ["explain", "IMAGES", "--method", "deconvnet", "--layer", "conv9"],
             "zf-attr: error: --layer: layer='conv9' is not a layer of the model; did you mean",
@@ -85,6 +89,17 @@ def test_explain_errors_are_one_line(image_folder: Path, tmp_path: Path, args: l
     assert result.returncode == 1
     assert result.stderr.strip().startswith(message)
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_explain_occlusion_drill_down_reports_its_error(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = zf_attr_cli("explain", str(image_folder / "shape1.png"), "--method", "occlusion", "--window", "16",
+                         "--stride", "4", "--drill-down", "3", "0.2", "--out", str(out), "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads((out / "summary.json").read_text())["images"]
+    assert 0 < entry["occlusion_windows_evaluated"] < 625  # 25 x 25 windows on the 112-pixel image
+    assert 0 <= entry["occlusion_reported_error"] < 1
+    assert np.load(out / "attributions.npz")["shape1/occlusion"].shape == (3, 112, 112)
 
 
 def test_unreadable_image_stops_with_finished_work_on_disk(image_folder: Path, tmp_path: Path) -> None:

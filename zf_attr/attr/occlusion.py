@@ -189,6 +189,8 @@ class OcclusionSensitivity(PerturbationAttribution):
             batched_budget, batched_bytes = budget, bytes_per_copy
             if engine is not None:
                 bytes_per_copy = engine.bytes_per_copy(grids[0].slices(grids[0].num_windows // 2), fills[0])
+                # each window's input to the dense tail waits for the tail's TAIL_BATCHES batches (twice: allocator)
+                bytes_per_copy += 2 * (TAIL_BATCHES - 1) * engine.tail_bytes_per_window
                 engine, budget = fit_engine(self, engine, memory_budget, int(budget), bytes_per_copy)
                 if engine is None:
                     _, bytes_per_copy = measured_forward(lambda: self.forward_func(*inputs_tuple, *extra), inputs_tuple)
@@ -220,8 +222,7 @@ class OcclusionSensitivity(PerturbationAttribution):
             def incremental(ids: list[int], k: int) -> Iterator[tuple[list[int], Any]]:
                 order = batch_order([grids[0].position(i) for i in ids], grids[0].grid_shape, k)
                 ids = [ids[i] for i in order]  # batches of windows with similar changed regions
-                # the dense tail (fully connected layers) runs on up to TAIL_BATCHES batches at once
-                per_tail = k * max(1, min(TAIL_BATCHES, int(budget) // max(1, 2 * k * engine.tail_bytes_per_window)))
+                per_tail = k * TAIL_BATCHES  # the dense tail (fully connected layers) on several batches at once
                 for start in range(0, len(ids), per_tail):
                     chunk = ids[start : start + per_tail]
                     yield chunk, engine.run([grids[0].slices(i) for i in chunk], fills[0], cap=cap, sub_batch=k)

@@ -48,16 +48,27 @@ def configure_explain(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted one)")
     parser.add_argument("--window", type=int, default=None, help="occlusion window side (default: size / 8)")
     parser.add_argument("--stride", type=int, default=None, help="occlusion stride (default: window / 2)")
+    parser.add_argument(
+        "--drill-down", nargs=2, type=float, default=None, metavar=("STEP", "REFINE"),
+        help="coarse-then-fine occlusion: every STEP-th window, then the REFINE fraction of the others where the "
+        "map is strong, the rest interpolated (e.g. 3 0.1); its measured error goes to summary.json",
+    )  # fmt: skip
     add_model_arguments(parser, layer_help="Grad-CAM layer, e.g. layer4 or features.28 (default: last conv block)")
     add_output_arguments(parser, "zf-attr-explain")
 
 
 def _methods(
-    loaded: LoadedModel, names: Sequence[str], layer: str | None, window: int | None, stride: int | None
+    loaded: LoadedModel,
+    names: Sequence[str],
+    layer: str | None,
+    window: int | None,
+    stride: int | None,
+    occlusion: Any = None,
 ) -> dict[str, Runner]:
     import zf_attr
 
     model = loaded.model
+    occlusion = occlusion if occlusion is not None else zf_attr.OcclusionSensitivity(model)
     side = window or max(4, loaded.size // 8)
     step = stride or max(1, side // 2)
     if side > loaded.size or step < 1:
@@ -68,11 +79,7 @@ def _methods(
         "guided": lambda: lambda x, t: zf_attr.GuidedBackprop(model).attribute(x, target=t),
         "gradient": lambda: lambda x, t: _gradient(model, x, t),
         "gradcam": lambda: _gradcam(loaded, layer),
-        "occlusion": lambda: (
-            lambda x, t: zf_attr.OcclusionSensitivity(model).attribute(
-                x, sliding_window_shapes=(3, side, side), strides=(3, step, step), target=t
-            )
-        ),
+        "occlusion": lambda: lambda x, t: occlusion.attribute(x, (3, side, side), strides=(3, step, step), target=t),
     }
     return {name: builders[name]() for name in names}
 
@@ -116,7 +123,8 @@ def run_explain(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     loaded = open_model(args)
     check_layer(loaded, args.layer, None if "gradcam" in args.method else "--method gradcam")
-    runners = _methods(loaded, args.method, args.layer, args.window, args.stride)
+    occlusion = _occlusion(loaded, args.drill_down, "occlusion" in args.method)
+    runners = _methods(loaded, args.method, args.layer, args.window, args.stride, occlusion)
     outputs = Outputs(args.out, f"zf-attr explain: {', '.join(args.method)} on {loaded.note}")
     arrays: dict[str, np.ndarray] = {}
     records: list[dict[str, Any]] = []
@@ -150,6 +158,7 @@ def run_explain(args: argparse.Namespace) -> int:
                         "predicted": loaded.class_name(predicted),
                         "target": loaded.class_name(chosen),
                         "target_probability": round(float(probabilities[chosen]), 6),
+                        **_occlusion_record(occlusion, "occlusion" in maps),
                     }
                 )
         finally:
@@ -162,6 +171,34 @@ def run_explain(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{len(images)} image(s) explained with {', '.join(args.method)} on {loaded.note}")
     return 0
+
+
+def _occlusion(loaded: LoadedModel, drill_down: Sequence[float] | None, used: bool) -> Any:
+    """The occlusion method of a run: exact, or a ``DrillDown`` from ``--drill-down STEP REFINE``."""
+    import zf_attr
+
+    if drill_down is None:
+        return zf_attr.OcclusionSensitivity(loaded.model)
+    if not used:
+        raise CommandError("--drill-down applies to --method occlusion, which is not chosen")
+    step, refine = drill_down
+    if step != int(step):
+        raise CommandError(f"--drill-down STEP must be a whole number, got {step:g}")
+    try:
+        setting = zf_attr.DrillDown(int(step), refine)
+    except ValueError as error:
+        raise CommandError(f"--drill-down: {error}") from error
+    return zf_attr.OcclusionSensitivity(loaded.model, approximate=setting)
+
+
+def _occlusion_record(occlusion: Any, ran: bool) -> dict[str, Any]:
+    """What the summary says of an image's occlusion: windows evaluated and, if approximate, the error."""
+    if not ran:
+        return {}
+    record: dict[str, Any] = {"occlusion_windows_evaluated": occlusion.last_windows_evaluated}
+    if occlusion.last_approximation_error is not None:
+        record["occlusion_reported_error"] = round(occlusion.last_approximation_error, 6)
+    return record
 
 
 def _read(path: Path, loaded: LoadedModel) -> tuple[Tensor, Tensor]:

@@ -63,18 +63,16 @@ def iter_occluded(
     grids: Sequence[WindowGrid],
     baselines: tuple[Tensor, ...],
     windows_per_batch: int,
-    first: int = 0,
     window_ids: Sequence[int] | None = None,
 ) -> Iterator[tuple[list[int], tuple[Tensor, ...]]]:
-    """Yield ``(window_ids, occluded_inputs)`` over the windows from ``first`` on, ``windows_per_batch`` at a time.
+    """Yield ``(window_ids, occluded_inputs)`` over the windows, ``windows_per_batch`` at a time.
 
     Args:
         inputs: the unoccluded batches, one per input, each ``(N, ...)``; never modified.
         grids: one :class:`~zf_attr.occlusion.windows.WindowGrid` per input.
         baselines: one tensor per input, broadcastable to it (see :func:`format_baselines`).
         windows_per_batch: windows per yielded batch (the last may hold fewer).
-        first: the global id of the first window (the windows before it are skipped).
-        window_ids: the global ids of the windows to visit, in this order (then ``first`` is ignored).
+        window_ids: the global ids of the windows to visit, in this order; ``None``: every window in order.
 
     Yields:
         The global ids of the ``k`` windows in the batch and a tuple of ``(k*N, ...)`` tensors, window-major.
@@ -91,7 +89,7 @@ def iter_occluded(
         raise ValueError(f"windows_per_batch must be at least 1, got {windows_per_batch}")
     num_examples = inputs[0].shape[0]
     total = sum(grid.num_windows for grid in grids)
-    order = list(range(first, total)) if window_ids is None else list(window_ids)
+    order = list(range(total)) if window_ids is None else list(window_ids)
     for start in range(0, len(order), windows_per_batch):
         ids = order[start : start + windows_per_batch]
         batch = tuple(tensor.repeat(len(ids), *([1] * (tensor.dim() - 1))) for tensor in inputs)

@@ -59,6 +59,12 @@ class IncrementalEngine:
     Raises:
         UnsupportedModelError: the model cannot be traced or uses an op outside the table; ``str(error)`` says which.
 
+    Attributes:
+        ops: the traced ops, in execution order.
+        tail_start: index of the first op of the dense tail (the ops after the last spatial or element-wise one).
+        tail_inputs: the ops before the tail whose values the tail reads.
+        tail_bytes_per_window: bytes of those values per window (held by :meth:`run` with ``sub_batch``).
+
     Example:
         >>> import torch, torchvision
         >>> model = torchvision.models.resnet18(weights=None).eval()
@@ -105,14 +111,13 @@ class IncrementalEngine:
             elif op.kind == "elementwise" and not self._pointwise_fits(op, i):
                 op.kind = "dense"  # broadcasting, constants, or not an image-shaped value
         self._prune_caches()
+        # the dense tail: the ops after the last spatial or element-wise one (e.g. VGG's classifier)
         self.tail_start = len(self.ops) - 1
         while self.tail_start > 0 and self.ops[self.tail_start - 1].kind in ("dense", "const"):
             self.tail_start -= 1
         self.tail_inputs = sorted({j for op in self.ops[self.tail_start :] for j in op.inputs if j < self.tail_start})
         self.tail_bytes_per_window = sum(
-            math.prod(self.shapes[j][1:]) * self.shapes[j][0] * inputs.element_size()
-            for j in self.tail_inputs
-            if self.shapes[j]
+            math.prod(self.shapes[j]) * inputs.element_size() for j in self.tail_inputs if self.shapes[j]
         )
         output = self.caches[-1]
         if not isinstance(output, Tensor):
