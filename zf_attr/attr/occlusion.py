@@ -36,8 +36,11 @@ from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_
 __all__ = ["OcclusionSensitivity"]
 
 #: The incremental engine's dense tail (e.g. VGG's fully connected layers, whose weights take longer to read than
-#: to multiply) runs on this many batches of windows at once, memory permitting.
+#: to multiply) runs on this many batches of windows at once ...
 TAIL_BATCHES = 8
+#: ... when its linear weights take at least this many bytes (VGG-16: 472 MiB); a small tail (ResNet-18's 2 MiB
+#: classifier) gains nothing, and the memory its waiting inputs need is better spent on larger batches.
+TAIL_WEIGHT_BYTES = 64 * 2**20
 
 
 class OcclusionSensitivity(PerturbationAttribution):
@@ -189,8 +192,9 @@ class OcclusionSensitivity(PerturbationAttribution):
             batched_budget, batched_bytes = budget, bytes_per_copy
             if engine is not None:
                 bytes_per_copy = engine.bytes_per_copy(grids[0].slices(grids[0].num_windows // 2), fills[0])
-                # each window's input to the dense tail waits for the tail's TAIL_BATCHES batches (twice: allocator)
-                bytes_per_copy += 2 * (TAIL_BATCHES - 1) * engine.tail_bytes_per_window
+                tail_batches = TAIL_BATCHES if engine.tail_weight_bytes >= TAIL_WEIGHT_BYTES else 1
+                # each window's input to the dense tail waits for the tail's batches (twice: the allocator)
+                bytes_per_copy += 2 * (tail_batches - 1) * engine.tail_bytes_per_window
                 engine, budget = fit_engine(self, engine, memory_budget, int(budget), bytes_per_copy)
                 if engine is None:
                     _, bytes_per_copy = measured_forward(lambda: self.forward_func(*inputs_tuple, *extra), inputs_tuple)
@@ -222,7 +226,7 @@ class OcclusionSensitivity(PerturbationAttribution):
             def incremental(ids: list[int], k: int) -> Iterator[tuple[list[int], Any]]:
                 order = batch_order([grids[0].position(i) for i in ids], grids[0].grid_shape, k)
                 ids = [ids[i] for i in order]  # batches of windows with similar changed regions
-                per_tail = k * TAIL_BATCHES  # the dense tail (fully connected layers) on several batches at once
+                per_tail = k * tail_batches  # the dense tail (fully connected layers) on several batches at once
                 for start in range(0, len(ids), per_tail):
                     chunk = ids[start : start + per_tail]
                     yield chunk, engine.run([grids[0].slices(i) for i in chunk], fills[0], cap=cap, sub_batch=k)

@@ -64,6 +64,7 @@ class IncrementalEngine:
         tail_start: index of the first op of the dense tail (the ops after the last spatial or element-wise one).
         tail_inputs: the ops before the tail whose values the tail reads.
         tail_bytes_per_window: bytes of those values per window (held by :meth:`run` with ``sub_batch``).
+        tail_weight_bytes: bytes of the tail's linear weights (VGG-16: 472 MiB, ResNet-18: 2 MiB).
 
     Example:
         >>> import torch, torchvision
@@ -118,6 +119,11 @@ class IncrementalEngine:
         self.tail_inputs = sorted({j for op in self.ops[self.tail_start :] for j in op.inputs if j < self.tail_start})
         self.tail_bytes_per_window = sum(
             math.prod(self.shapes[j]) * inputs.element_size() for j in self.tail_inputs if self.shapes[j]
+        )
+        self.tail_weight_bytes = sum(  # linear layers: in_features (MACs per output) x out_features
+            op.macs_per_output * self.shapes[i][-1] * inputs.element_size()
+            for i, op in enumerate(self.ops[self.tail_start :], start=self.tail_start)
+            if op.macs_per_output and self.shapes[i]
         )
         output = self.caches[-1]
         if not isinstance(output, Tensor):
