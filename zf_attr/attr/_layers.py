@@ -9,7 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["capture_layer_output", "check_channels", "default_feature_layer", "resolve_layer"]
+__all__ = [
+    "NotAChainError",
+    "capture_layer_output",
+    "check_channels",
+    "children_chain",
+    "default_feature_layer",
+    "resolve_layer",
+]
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
@@ -150,3 +157,63 @@ def check_channels(channels: Any, count: int, layer: str, *, unique: bool = Fals
     if unique and len(set(items)) != len(items):
         raise ValueError(f"channels holds a channel twice: {items}; list each channel once")
     return torch.tensor(items, dtype=torch.long)
+
+
+class NotAChainError(ValueError):
+    """A module's children do not form a plain chain up to a layer (the message says where).
+
+    Attributes:
+        never_called: the children did form a chain, but the layer was never called.
+    """
+
+    def __init__(self, message: str, never_called: bool = False) -> None:
+        super().__init__(message)
+        self.never_called = never_called
+
+
+class _Reached(Exception):  # noqa: N818 (control flow, not an error)
+    pass
+
+
+def children_chain(module: nn.Module, path: str, example: tuple[Any, ...]) -> list[tuple[str, nn.Module, Any]]:
+    """The children ``module(*example)`` calls up to the one holding ``path``, if they form a plain chain.
+
+    Runs the module once without gradients, stopping at the child that is or contains the layer ``path`` (a
+    dotted name relative to ``module``). A plain chain: each child takes the previous child's output as its first
+    argument, the first child the first input.
+
+    Returns:
+        ``(child_name, child, child_input)`` per call, the last one the child holding ``path``.
+
+    Raises:
+        NotAChainError: a child's input is not the previous child's output, or ``path`` is never reached.
+        Anything the forward pass itself raises.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten())
+        >>> [name for name, _, _ in children_chain(net, "1", (torch.zeros(1, 1, 5, 5),))]
+        ['0', '1']
+    """
+    calls: list[tuple[str, nn.Module, Any]] = []
+    outputs: list[Any] = [example[0]]
+
+    def before(child_name: str, args: tuple) -> None:
+        if not args or args[0] is not outputs[-1]:
+            raise NotAChainError(f"the input of {child_name!r} is not the output of the child called before it")
+        calls.append((child_name, dict(module.named_children())[child_name], args[0]))
+        if path == child_name or path.startswith(f"{child_name}."):
+            raise _Reached
+
+    handles = []
+    for child_name, child in module.named_children():
+        handles.append(child.register_forward_pre_hook(lambda c, a, n=child_name: before(n, a)))
+        handles.append(child.register_forward_hook(lambda c, a, o: outputs.append(o)))
+    try:
+        with torch.no_grad():
+            module(*example)
+    except _Reached:
+        return calls
+    finally:
+        for handle in handles:
+            handle.remove()
+    raise NotAChainError(f"layer {path!r} is not called in the forward pass", never_called=True)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zf_attr.attr._layers import capture_layer_output
+from zf_attr.attr._layers import capture_layer_output, children_chain
 from zf_attr.attr.receptive_field import ReceptiveField
 
 __all__ = [
@@ -153,10 +153,6 @@ def take_rows(arg: Any, rows: Tensor, count: int) -> Any:
     return arg
 
 
-class _Reached(Exception):  # noqa: N818 (control flow, not an error)
-    pass
-
-
 def crop_runner(
     model: nn.Module,
     layer_name: str,
@@ -198,35 +194,16 @@ def crop_runner(
         return model
     except Exception as error:  # any rejection of the crop: try the chain, else report it
         rejection = f"{type(error).__name__}: {error}"
-    top = dict(model.named_children()).get(layer_name.split(".")[0])
-    calls: list[nn.Module] = []
-    outputs: list[Any] = [image]
-
-    def before(child: nn.Module, args: tuple) -> None:
-        if not args or args[0] is not outputs[-1]:
-            raise CropError("not a chain")
-        calls.append(child)
-        if child is top:
-            raise _Reached
-
-    handles = [child.register_forward_pre_hook(before) for child in model.children()]
-    handles += [child.register_forward_hook(lambda c, a, o: outputs.append(o)) for child in model.children()]
     try:
-        with torch.no_grad():
-            model(image, *first)
-        reached = False
-    except _Reached:
-        reached = not extra_args
+        chain = [] if extra_args else children_chain(model, layer_name, (image, *first))
     except Exception:  # not a chain, or the model fails: no chain
-        reached = False
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not reached:
+        chain = []
+    if not chain:
         raise CropError(
             f"the model's forward rejects a {sides[0]}×{sides[1]} crop ({rejection}) and its children do not form "
             "a plain chain up to the layer"
         )
+    calls = [child for _, child, _ in chain]
 
     def run(x: Tensor) -> Tensor:
         for child in calls:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from zf_attr.attr._layers import NotAChainError, children_chain
+
 __all__ = ["ReceptiveField", "ReceptiveFieldError", "receptive_field"]
 
 
@@ -240,39 +242,18 @@ def _graph_field(
     raise ReceptiveFieldError(f"{name or 'the model'} has no output")  # pragma: no cover
 
 
-class _Reached(Exception):  # noqa: N818 (control flow, not an error)
-    pass
-
-
 def _chain_field(module: nn.Module, state: State, path: str, name: str, example: tuple[Any, ...]) -> State:
     """Fallback for an untraceable module: run it once and accept it if its children form a plain chain."""
-    calls: list[tuple[str, nn.Module, Any]] = []
-    outputs: list[Any] = [example[0]]
-
-    def before(child_name: str, child: nn.Module, args: tuple) -> None:
-        if not args or args[0] is not outputs[-1]:
-            raise ReceptiveFieldError(
-                f"{name or 'the model'} cannot be traced by torch.fx and its children do not form a plain chain "
-                f"(the input of {child_name!r} is not the output of the child called before it)"
-            )
-        calls.append((child_name, child, args[0]))
-        if path == child_name or path.startswith(f"{child_name}."):
-            raise _Reached
-
-    handles = []
-    for child_name, child in module.named_children():
-        handles.append(child.register_forward_pre_hook(lambda c, a, n=child_name: before(n, c, a)))
-        handles.append(child.register_forward_hook(lambda c, a, o: outputs.append(o)))
     try:
-        with torch.no_grad():
-            module(*example)
-    except _Reached:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not calls or not (path == calls[-1][0] or path.startswith(f"{calls[-1][0]}.")):
-        raise ReceptiveFieldError(f"layer {path!r} is not called in the forward pass of {name or 'the model'}")
+        calls = children_chain(module, path, example)
+    except NotAChainError as error:
+        if error.never_called:
+            raise ReceptiveFieldError(
+                f"layer {path!r} is not called in the forward pass of {name or 'the model'}"
+            ) from None
+        raise ReceptiveFieldError(
+            f"{name or 'the model'} cannot be traced by torch.fx and its children do not form a plain chain ({error})"
+        ) from None
     for child_name, child, _ in calls[:-1]:
         state = _module_field(child, state, f"{name}.{child_name}" if name else child_name)
     child_name, child, child_input = calls[-1]
