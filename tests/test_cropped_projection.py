@@ -13,7 +13,7 @@ from torch import nn
 
 import zf_attr.attr.cropped as cropped
 from zf_attr import FeatureMapDeconvnet
-from zf_attr.attr._layers import capture_layer_output
+from zf_attr.attr._layers import NotAChainError, capture_layer_output, children_chain
 from zf_attr.attr.cropped import axis_crops, choose_crop, crop_area_fraction, crop_extent
 from zf_attr.attr.receptive_field import ReceptiveField
 from zf_attr.models import zfnet
@@ -261,3 +261,26 @@ def test_additional_forward_args_are_gathered_per_crop() -> None:
     assert projector.last_cropped is True
     assert _worst_relative_error(on_crops, whole) <= 1e-12
     assert_clean(model)
+
+
+def test_children_chain_accepts_plain_chains_only() -> None:
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(x) + self.a(x)  # a reads the input again, not b's output
+
+    x = torch.zeros(1, 1, 6, 6)
+    chain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.ReLU(), nn.Conv2d(2, 2, 1)), nn.Flatten())
+    assert [name for name, _, _ in children_chain(chain, "1.1", (x,))] == ["0", "1"]
+    with pytest.raises(NotAChainError, match="is not called") as never:
+        children_chain(chain, "5", (x,))
+    assert never.value.never_called
+    residual = Residual()
+    with pytest.raises(NotAChainError, match="the input of 'a' is not the output") as broken:
+        children_chain(residual, "a", (x,))
+    assert not broken.value.never_called
+    assert_clean(chain)
+    assert_clean(residual)
