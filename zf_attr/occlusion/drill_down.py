@@ -114,11 +114,6 @@ class DrillDownPlan:
         remaining = self.offsets[-1] - len(self.coarse_ids)
         self.num_refined = math.ceil(setting.refine * remaining - 1e-9)
 
-    @property
-    def num_windows(self) -> int:
-        """Windows of the whole sweep."""
-        return self.offsets[-1]
-
     def _expand(self, drops: Tensor, index: int, combine: str) -> Tensor:
         """Grid ``index``'s lattice values spread over its whole grid: ``(*grid_shape, N)``."""
         grid, lattice, offset = self.grids[index], self.lattices[index], self.offsets[index]
