@@ -10,8 +10,8 @@ from PIL import Image
 
 from zf_attr import FeatureMapDeconvnet
 from zf_attr.analysis import mine_top_k, plot_atlas, project_top_k, save_atlas
-from zf_attr.analysis.atlas_figure import projection_to_display
-from zf_attr.analysis.topk import TopKActivations
+from zf_attr.analysis.atlas.figure import projection_to_display
+from zf_attr.analysis.atlas.topk import TopKActivations
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from torch import nn
 import zf_attr
 from tests.conftest import assert_bitwise_equal, assert_clean, quiet, snapshot
 from zf_attr.analysis import KNOWN_METHODS, SummaryTable, centre_prior, compare, random_map
-from zf_attr.analysis.comparison_figure import save_comparison_figure
-from zf_attr.analysis.comparison_methods import MethodSpec
+from zf_attr.analysis.comparison.figure import save_comparison_figure
+from zf_attr.analysis.comparison.methods import MethodSpec
 from zf_attr.analysis.tables import parse_latex, parse_markdown, read_csv
 from zf_attr.metrics import deletion_auc, insertion_auc
 
@@ -328,7 +328,7 @@ def test_figure_is_written_and_checks_its_arguments(images: torch.Tensor, tmp_pa
 
 
 def test_the_documented_run_writes_its_tables_and_figure(tmp_path) -> None:
-    from zf_attr.analysis.comparison_shapes import main, shapes_comparison
+    from zf_attr.analysis.comparison.shapes import main, shapes_comparison
 
     lines = []
     threads = torch.get_num_threads()
@@ -359,7 +359,7 @@ def test_layer_maps_reach_any_image_size(height: int, width: int, num: int) -> N
 
 
 def test_figure_markers_agree_with_the_pointing_values(images: torch.Tensor, monkeypatch, tmp_path) -> None:
-    from zf_attr.analysis import comparison_figure
+    from zf_attr.analysis.comparison import figure as comparison_figure
 
     result = compare(small_model(), images, 0, {}, masks=square_masks(3, 0, 0), metrics=["pointing"], tolerance=0)
     assert result.tolerance == 0 and result.values["pointing"]["centre"].tolist() == [0.0, 0.0, 0.0]

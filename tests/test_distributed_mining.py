@@ -13,9 +13,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from zf_attr.analysis.distributed import current_shard, rank_path
-from zf_attr.analysis.mining import mine_top_k
-from zf_attr.analysis.topk import TopKActivations
+from zf_attr.analysis.atlas.distributed import current_shard, rank_path
+from zf_attr.analysis.atlas.mining import mine_top_k
+from zf_attr.analysis.atlas.topk import TopKActivations
 
 
 def tiny_net() -> nn.Module:

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from zf_attr.analysis.mining import _update, mine_top_k
-from zf_attr.analysis.topk import TopKActivations
+from zf_attr.analysis.atlas.mining import _update, mine_top_k
+from zf_attr.analysis.atlas.topk import TopKActivations
 from zf_attr.attr._layers import capture_layer_output
 
 IDENTITY = nn.Sequential(nn.Identity())  # layer "0" returns its input: the data *are* the activations

@@ -11,7 +11,7 @@ from captum.attr import NeuronDeconvolution, NeuronGradient
 from conftest import assert_clean, quiet, relative_error
 
 from zf_attr import FeatureMapDeconvnet, NeuronDeconvnet
-from zf_attr.analysis.occlusion_study import project_feature_map
+from zf_attr.analysis import project_feature_map
 from zf_attr.attr._layers import capture_layer_output
 from zf_attr.attr.receptive_field import ReceptiveFieldError, receptive_field
 from zf_attr.models import zfnet

@@ -1,14 +1,18 @@
-"""The paper's analyses as tools: occlusion study, top-k mining, feature atlas, feature evolution, comparisons."""
+"""The paper's analyses as tools, one subpackage per study, each with its computation, result type and figure.
 
-from zf_attr.analysis.atlas import Atlas, project_top_k
-from zf_attr.analysis.atlas_figure import plot_atlas, save_atlas
-from zf_attr.analysis.comparison import ALL_METRICS, Comparison, compare
-from zf_attr.analysis.comparison_methods import KNOWN_METHODS, centre_prior, random_map
+- :mod:`~zf_attr.analysis.atlas`: top-k mining over a data set and the top-9 atlas (Fig. 2);
+- :mod:`~zf_attr.analysis.evolution`: feature evolution during training (Fig. 4);
+- :mod:`~zf_attr.analysis.occlusion`: the four-panel occlusion study (Fig. 7);
+- :mod:`~zf_attr.analysis.comparison`: attribution methods side by side, with metrics and tables.
+
+:mod:`~zf_attr.analysis.tables` (mean ± std tables as CSV, Markdown, LaTeX) is shared by the studies.
+"""
+
+from zf_attr.analysis.atlas import Atlas, TopKActivations, mine_top_k, plot_atlas, project_top_k, save_atlas
+from zf_attr.analysis.comparison import ALL_METRICS, KNOWN_METHODS, Comparison, centre_prior, compare, random_map
 from zf_attr.analysis.evolution import EvolutionSnapshot, FeatureEvolution
-from zf_attr.analysis.mining import mine_top_k
-from zf_attr.analysis.occlusion_study import OcclusionStudy, occlusion_study, project_feature_map
+from zf_attr.analysis.occlusion import OcclusionStudy, occlusion_study, project_feature_map
 from zf_attr.analysis.tables import SummaryTable
-from zf_attr.analysis.topk import TopKActivations
 
 __all__ = [
     "ALL_METRICS",

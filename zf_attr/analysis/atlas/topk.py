@@ -7,7 +7,7 @@ exactly and in any order (:meth:`TopKActivations.merge`).
 
 Example:
     >>> import torch
-    >>> from zf_attr.analysis.topk import TopKActivations
+    >>> from zf_attr.analysis.atlas.topk import TopKActivations
     >>> a = TopKActivations.empty("layer3", k=2, channels=[0])
     >>> a = a.add_candidates(torch.tensor([[3.0, 1.0]]), torch.tensor([[0, 1]]), torch.tensor([[[0, 0], [1, 1]]]), 2)
     >>> b = TopKActivations.empty("layer3", k=2, channels=[0])

@@ -2,7 +2,7 @@
 
 Regenerates the table and figure of ``docs/comparison.md``::
 
-    python -m zf_attr.analysis.comparison_shapes --out docs/comparison_run
+    python -m zf_attr.analysis.comparison.shapes --out docs/comparison_run
 
 Writes ``comparison_zfnet.csv``/``.md``/``.tex`` (mean ± std per method and metric),
 ``comparison_zfnet_randomization.md`` (the cascade, layer by layer) and ``comparison_zfnet.png`` (the figure).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from zf_attr.analysis.comparison import Comparison, compare
+from zf_attr.analysis.comparison.study import Comparison, compare
 
 __all__ = ["main", "shapes_comparison", "shapes_methods"]
 
@@ -137,7 +137,7 @@ def shapes_comparison(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: ``python -m zf_attr.analysis.comparison_shapes --out DIR [options]``.
+    """Command-line entry point: ``python -m zf_attr.analysis.comparison.shapes --out DIR [options]``.
 
     Example:
         >>> main(["--help"])  # doctest: +ELLIPSIS
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SystemExit: 0
     """
     parser = argparse.ArgumentParser(
-        prog="python -m zf_attr.analysis.comparison_shapes",
+        prog="python -m zf_attr.analysis.comparison.shapes",
         description="Compare attribution methods on the bundled ZFNet and generated shapes with masks.",
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the tables and the figure")

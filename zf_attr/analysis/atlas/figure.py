@@ -18,7 +18,7 @@ from torch import Tensor
 from zf_attr.viz import _matplotlib, image_to_display
 
 if TYPE_CHECKING:
-    from zf_attr.analysis.atlas import Atlas
+    from zf_attr.analysis.atlas.projection import Atlas
 
 __all__ = ["plot_atlas", "projection_to_display", "save_atlas"]
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from zf_attr._captum_compat import validate_model
-from zf_attr.analysis.comparison_methods import MethodSpec, resolve_methods
+from zf_attr.analysis.comparison.methods import MethodSpec, resolve_methods
 from zf_attr.analysis.tables import SummaryTable
 from zf_attr.metrics import (
     RandomizationResult,
@@ -114,8 +114,8 @@ class Comparison:
         return self.summary().save(directory, stem, decimals)
 
     def save_figure(self, path: str | Path, **kwargs: Any) -> Path:
-        """Draw the images × methods grid; see :func:`zf_attr.analysis.comparison_figure.save_comparison_figure`."""
-        from zf_attr.analysis.comparison_figure import save_comparison_figure
+        """Draw the images × methods grid; see :func:`zf_attr.analysis.comparison.figure.save_comparison_figure`."""
+        from zf_attr.analysis.comparison.figure import save_comparison_figure
 
         return save_comparison_figure(self, path, **kwargs)
 
@@ -149,7 +149,7 @@ def compare(
         images: ``(N, C, H, W)`` floating-point images, preprocessed as the model expects.
         targets: the class explained per image: an int, a list of N ints or an integer tensor.
         methods: a dict column name -> method, or a list of method names. A method is a name from
-            :data:`~zf_attr.analysis.comparison_methods.KNOWN_METHODS`, a zf_attr or Captum attribution object
+            :data:`~zf_attr.analysis.comparison.methods.KNOWN_METHODS`, a zf_attr or Captum attribution object
             (anything with ``attribute(inputs, target=...)``; Captum layer attributions such as ``LayerGradCam``
             are upsampled bilinearly with ``LayerAttribution.interpolate``), a callable
             ``(images, targets) -> maps``, or a pair ``(method, {attribute kwargs})``.

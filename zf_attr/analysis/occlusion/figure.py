@@ -11,7 +11,7 @@ import numpy as np
 from zf_attr.viz import _matplotlib, attribution_to_image, image_to_display
 
 if TYPE_CHECKING:
-    from zf_attr.analysis.occlusion_study import OcclusionStudy
+    from zf_attr.analysis.occlusion.study import OcclusionStudy
 
 __all__ = ["save_occlusion_study"]
 

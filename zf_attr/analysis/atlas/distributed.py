@@ -7,7 +7,7 @@ returns the result a single process would have computed. The process group is th
 from torchrun's environment variables (``gloo`` on CPU, ``nccl`` when CUDA is available).
 
 Example:
-    >>> from zf_attr.analysis.distributed import current_shard, rank_path
+    >>> from zf_attr.analysis.atlas.distributed import current_shard, rank_path
     >>> current_shard(None) is None          # not launched by torchrun: a single process mines everything
     True
     >>> rank_path("atlas/mined.pt", rank=1, world_size=4).as_posix()
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from zf_attr.analysis.topk import TopKActivations
+from zf_attr.analysis.atlas.topk import TopKActivations
 
 __all__ = ["current_shard", "gather_merge", "init_from_env", "rank_path"]
 

@@ -3,7 +3,7 @@
 Memory is bounded by ``k × channels`` (plus one batch): per-image activations are never kept. The forward pass
 stops right after the layer, under ``torch.no_grad``. Runs can be checkpointed and resumed, combined with
 :meth:`~zf_attr.analysis.TopKActivations.merge`, and sharded over processes under ``torchrun``
-(:mod:`zf_attr.analysis.distributed`).
+(:mod:`zf_attr.analysis.atlas.distributed`).
 
 Example:
     >>> import torch, torchvision
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zf_attr.analysis._sources import Source
-from zf_attr.analysis.distributed import current_shard, gather_merge, rank_path
-from zf_attr.analysis.topk import TopKActivations
+from zf_attr.analysis.atlas.distributed import current_shard, gather_merge, rank_path
+from zf_attr.analysis.atlas.sources import Source
+from zf_attr.analysis.atlas.topk import TopKActivations
 from zf_attr.attr._layers import capture_layer_output, check_channels, resolve_layer
 
 __all__ = ["mine_top_k"]
@@ -74,7 +74,7 @@ def mine_top_k(
             loaders) and mining continues from it.
         checkpoint: file to write the result to every ``checkpoint_every`` batches and at the end (atomically);
             pass it as ``resume_from`` after an interruption. Sharded runs write one file per rank
-            (``mined.rank0-of-2.pt``, see :func:`~zf_attr.analysis.distributed.rank_path`).
+            (``mined.rank0-of-2.pt``, see :func:`~zf_attr.analysis.atlas.distributed.rank_path`).
         checkpoint_every: batches between checkpoints.
         show_progress: show a tqdm progress bar (in images; sharded, rank 0's only).
         distributed: ``None`` (auto): shard over the processes of torch.distributed when it runs with more than

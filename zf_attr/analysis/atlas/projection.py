@@ -4,7 +4,7 @@
 :func:`~zf_attr.analysis.mine_top_k`), fetches each image it names once, projects every mined activation with
 :meth:`~zf_attr.FeatureMapDeconvnet.project_seeds` (each seeded with its own value, the rest of the layer zero)
 and crops the activation's receptive field from the projection and from the image. :func:`save_atlas` draws
-them (:mod:`zf_attr.analysis.atlas_figure`).
+them (:mod:`zf_attr.analysis.atlas.figure`).
 
 Example:
     >>> import torch, torchvision
@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zf_attr.analysis.atlas_figure import save_atlas
-from zf_attr.analysis.topk import TopKActivations
+from zf_attr.analysis.atlas.figure import save_atlas
+from zf_attr.analysis.atlas.topk import TopKActivations
 from zf_attr.attr._layers import capture_layer_output
 from zf_attr.attr.feature_map import FeatureMapDeconvnet
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError

@@ -91,8 +91,8 @@ class OcclusionStudy:
     def save_figure(
         self, path: str | Path, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
     ) -> Path:
-        """Save the five-panel figure (image, b, c, d, e) as a PNG; see :mod:`zf_attr.analysis.occlusion_figure`."""
-        from zf_attr.analysis.occlusion_figure import save_occlusion_study
+        """Save the five-panel figure (image, b, c, d, e) as a PNG; see :mod:`zf_attr.analysis.occlusion.figure`."""
+        from zf_attr.analysis.occlusion.figure import save_occlusion_study
 
         return save_occlusion_study(self, path, mean=mean, std=std)
 

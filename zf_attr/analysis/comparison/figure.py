@@ -28,7 +28,7 @@ from zf_attr.metrics import pointing_game
 from zf_attr.viz import _matplotlib, attribution_to_image, image_to_display
 
 if TYPE_CHECKING:
-    from zf_attr.analysis.comparison import Comparison
+    from zf_attr.analysis.comparison.study import Comparison
 
 __all__ = ["save_comparison_figure"]
 

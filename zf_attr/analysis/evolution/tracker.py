@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from zf_attr.attr._layers import capture_layer_output, resolve_layer
 from zf_attr.attr.feature_map import FeatureMapDeconvnet
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError
-from zf_attr.viz import _matplotlib
 
 __all__ = ["EvolutionSnapshot", "FeatureEvolution"]
 
@@ -125,6 +123,11 @@ class FeatureEvolution:
         return [snapshot.epoch for snapshot in self.snapshots]
 
     @property
+    def receptive_field(self) -> ReceptiveField | None:
+        """The layer's receptive field, once a snapshot has derived it (``None`` before, or where it cannot be)."""
+        return self._field if isinstance(self._field, ReceptiveField) else None
+
+    @property
     def values(self) -> Tensor:
         """``(epochs, maps)`` each map's strongest activation at each recorded epoch."""
         if not self.snapshots:
@@ -203,130 +206,13 @@ class FeatureEvolution:
         title: str | None = None,
         tile_inches: float = 1.1,
     ) -> Any:
-        """Draw the maps × epochs grid (rows: maps, columns: epochs) as a matplotlib ``Figure``.
+        """Draw the maps × epochs grid; see :func:`zf_attr.analysis.evolution.figure.plot_evolution`."""
+        from zf_attr.analysis.evolution.figure import plot_evolution
 
-        Each tile is the projection as a colour image, scaled on its own: grey is 0 and the largest
-        ``|projection|`` in the tile reaches black or white (the paper's per-projection contrast). Below each
-        tile: the activation value and the probe image it came from.
-
-        Args:
-            channels: the maps to draw (a subset of the recorded ones, in this order); ``None`` for all.
-            crop: cut each projection to its receptive field (a field-sized window, padded with grey at image
-                borders); ``False`` or no field known shows the whole image.
-            title: figure title; by default it names the layer.
-            tile_inches: size of one tile.
-
-        Returns:
-            The ``matplotlib.figure.Figure`` (Agg canvas; pyplot is not used).
-        """
-        if not self.snapshots:
-            raise ValueError("nothing recorded yet; call the callback at a chosen epoch first")
-        recorded = self.snapshots[0].channels.tolist()
-        channels = recorded if channels is None else list(channels)
-        missing = [channel for channel in channels if channel not in recorded]
-        if missing or not channels:
-            raise ValueError(f"channels {missing or channels} are not among the recorded maps {recorded}")
-        rows = [recorded.index(channel) for channel in channels]
-        figure_class, canvas_class = _matplotlib()
-        columns = len(self.snapshots)
-        figure = figure_class(
-            figsize=(tile_inches * columns + 0.8, (tile_inches + 0.22) * len(rows) + 0.8), layout="constrained"
-        )
-        canvas_class(figure)
-        axes = figure.subplots(len(rows), columns, squeeze=False)
-        for column, snapshot in enumerate(self.snapshots):
-            axes[0, column].set_title(f"epoch {snapshot.epoch}", fontsize=9)
-            for row, m in enumerate(rows):
-                axis = axes[row, column]
-                tile = _tile(snapshot, m, self._field if crop else None)
-                axis.imshow(tile, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-                axis.set_xticks([])
-                axis.set_yticks([])
-                axis.set_xlabel(
-                    f"a={float(snapshot.values[m]):.3g} · img {int(snapshot.images[m])}", fontsize=6, labelpad=1
-                )
-                if column == 0:
-                    axis.set_ylabel(f"map {channels[row]}", fontsize=8)
-        what = "receptive-field crops" if crop and isinstance(self._field, ReceptiveField) else "whole images"
-        figure.suptitle(
-            title
-            or f"Feature evolution of layer {self.layer!r}: each map's strongest activation over the probe set, "
-            f"projected\n({what}; grey = 0, each tile scaled by its own max |projection|; a = activation)",
-            fontsize=8,
-        )
-        return figure
+        return plot_evolution(self, channels, crop=crop, title=title, tile_inches=tile_inches)
 
     def save(self, path: str | Path, *, dpi: int = 100, **plot_options: Any) -> Path:
         """Draw the grid (see :meth:`plot` for the options) and write it to ``path`` (PNG by extension)."""
         path = Path(path)
         self.plot(**plot_options).savefig(path, dpi=dpi)
         return path
-
-
-def _tile(snapshot: EvolutionSnapshot, m: int, field: Any) -> np.ndarray:
-    """The projection ``m`` as an ``(h, w, C)`` image in [0, 1], cropped to its receptive field if known."""
-    projection = snapshot.projections[m].double()
-    if isinstance(field, ReceptiveField) and not field.is_global and snapshot.boxes is not None:
-        (row, col), (height, width) = snapshot.locations[m].tolist(), field.size
-        top, left = field.jump[0] * row + field.lo[0], field.jump[1] * col + field.lo[1]
-        padded = projection.new_zeros(projection.shape[0], height, width)
-        y0, x0 = max(top, 0), max(left, 0)
-        y1, x1 = min(top + height, projection.shape[1]), min(left + width, projection.shape[2])
-        if y1 > y0 and x1 > x0:
-            padded[:, y0 - top : y1 - top, x0 - left : x1 - left] = projection[:, y0:y1, x0:x1]
-        projection = padded
-    scale = float(projection.abs().max())
-    image = 0.5 + 0.5 * projection / scale if scale > 0 else torch.full_like(projection, 0.5)
-    image = image.clamp(0, 1).numpy().transpose(1, 2, 0)
-    return image if image.shape[-1] in (3, 4) else image.mean(-1)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Regenerate ``docs/images/feature_evolution_zfnet.png``: train the bundled ZFNet briefly and record it."""
-    import argparse
-
-    from zf_attr.models.shapes import ShapesDataset
-    from zf_attr.models.shipped import materialize
-    from zf_attr.models.training import TrainConfig, train
-    from zf_attr.models.zfnet import VARIANTS, ZFNet
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--out", type=Path, default=Path("docs/images/feature_evolution_zfnet.png"))
-    parser.add_argument("--layer", default="conv2")
-    parser.add_argument("--maps", type=int, default=6, help="maps drawn, chosen at random (default 6)")
-    parser.add_argument("--train-size", type=int, default=6000)
-    parser.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 2, 4, 7, 10], help="epochs drawn (0: init)")
-    parser.add_argument("--probes", type=int, default=120, help="probe images (ShapesDataset seed 4)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dpi", type=int, default=80)
-    parser.add_argument("--batch-size", type=int, default=64, help="SGD batch (default 64)")
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    config = VARIANTS["shapes"]
-    train_data = materialize(ShapesDataset(args.train_size, seed=0, image_size=config.input_size))
-    val_data = materialize(ShapesDataset(300, seed=1, image_size=config.input_size))
-    probes = materialize(ShapesDataset(args.probes, seed=4, image_size=config.input_size)).tensors[0]
-    model = ZFNet(len(ShapesDataset.classes), config, dropout=0.0)  # the shipped weights' recipe
-    model.reset_parameters("kaiming")
-    evolution = FeatureEvolution(args.layer, probes, epochs=args.epochs)  # every map; a random few are drawn
-    evolution(0, model)
-    recipe = TrainConfig(epochs=max(args.epochs), batch_size=args.batch_size, plateau_patience=10, seed=args.seed)
-    result = train(model, train_data, val_data, recipe, callbacks=[evolution])
-    maps = len(evolution.snapshots[0].channels)
-    channels = sorted(torch.randperm(maps, generator=torch.Generator().manual_seed(args.seed))[: args.maps].tolist())
-    by_epoch = {record["epoch"]: record["val_error"] for record in result.history}
-    errors = ", ".join(f"{by_epoch[e]:.2f} (ep. {e})" for e in args.epochs if e in by_epoch)
-    title = (
-        f"Feature evolution during training: ZFNet ('shapes' variant), layer {args.layer}, {args.maps} random maps.\n"
-        f"Each tile: the map's strongest activation a over {args.probes} probe images (img = which one), projected\n"
-        "and cropped to its receptive field; grey = 0, each tile scaled by its own max |projection|.\n"
-        f"Validation error: {errors}"
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    evolution.save(args.out, channels=channels, title=title, dpi=args.dpi)
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
