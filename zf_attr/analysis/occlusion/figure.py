@@ -59,7 +59,9 @@ def save_occlusion_study(
         patches.Rectangle((box[1].start, box[0].start), study.window, study.window, fill=False, ec="white", lw=1.5)
     )
     axes[0].set_title(
-        f"(a) input, true class: {study.class_name(study.target)}\nwhite square: occluder size", fontsize=9
+        f"(a) input, {'predicted' if study.target == study.unoccluded['top_class'] else 'target'} class: "
+        f"{study.class_name(study.target)}\nwhite square: occluder size",
+        fontsize=9,
     )
 
     shown = axes[1].imshow(study.map_activation.numpy(), cmap="viridis", extent=extent)
