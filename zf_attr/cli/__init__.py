@@ -2,8 +2,9 @@
 
 Subcommands are registered in :data:`COMMANDS`: each has a function that adds its arguments to a parser and a
 function that runs it and returns the exit code. Exit codes: 0 success; 1 runtime error (one line
-``zf-attr: error: ...`` on stderr; files finished before the failure stay on disk, with ``report.html``); 2 bad
-arguments (argparse's usage message); 130 interrupted.
+``zf-attr: error: ...`` on stderr; files finished before the failure stay on disk, with ``report.html``), or no
+input done; 2 bad arguments (argparse's usage message); 3 some inputs skipped (``explain --skip-errors``);
+130 interrupted.
 
 Example:
     >>> from zf_attr.cli import build_parser
@@ -24,7 +25,8 @@ from zf_attr.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, CommandError
 from zf_attr.cli.atlas import configure_atlas, run_atlas
 from zf_attr.cli.bench import configure_bench, run_bench
 from zf_attr.cli.compare import configure_compare, run_compare
-from zf_attr.cli.explain import configure_explain, configure_occlusion_study, run_explain, run_occlusion_study
+from zf_attr.cli.explain import configure_explain, run_explain
+from zf_attr.cli.occlusion_study import configure_occlusion_study, run_occlusion_study
 from zf_attr.cli.train import configure_demo, configure_train, run_demo, run_train
 
 __all__ = ["COMMANDS", "Command", "CommandError", "build_parser", "main"]

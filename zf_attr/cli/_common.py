@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,9 @@ __all__ = [
     "add_model_arguments",
     "add_output_arguments",
     "check_layer",
+    "demo_note",
     "open_model",
+    "seed_everything",
     "prepare_out",
     "write_json",
 ]
@@ -42,13 +45,34 @@ def prepare_out(out: Path) -> Path:
     return out
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, layer_help: str | None = None) -> None:
-    """``--model --weights --size --resize --mean --std --device`` (and ``--layer`` when ``layer_help`` is given)."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, layer_help: str | None = None, seed: bool = False) -> None:
+    """``--model --weights --classes --size --resize --mean --std --device`` (``--layer`` with ``layer_help``).
+
+    Args:
+        parser: the subcommand's parser.
+        layer_help: help of ``--layer``; ``None``: no ``--layer``.
+        seed: also add ``--seed`` (for subcommands that do not have their own).
+    """
     group = parser.add_argument_group("model and preprocessing")
     group.add_argument(
-        "--model", default="zfnet", help="zfnet (bundled), a torchvision name, or package.module:factory"
+        "--model",
+        default=None,
+        help="zfnet (the bundled demo ZFNet, trained on 6 generated shapes; the default), a torchvision name, "
+        "timm:NAME (needs zf-attr[timm]) or package.module:factory",
     )
-    group.add_argument("--weights", type=Path, default=None, help="local weights file (.pt/.pth/.safetensors)")
+    group.add_argument(
+        "--weights",
+        default=None,
+        help="a local weights file (.pt/.pth/.safetensors), or torchvision weights by name: DEFAULT, IMAGENET1K_V1, "
+        "ResNet18_Weights.IMAGENET1K_V2 (from the torch hub cache, $TORCH_HOME); timm:NAME takes 'pretrained'",
+    )
+    group.add_argument(
+        "--classes",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="class names, one a line or a JSON list (default: the weights' own, if any)",
+    )
     group.add_argument("--size", type=int, default=None, help="crop side in pixels (default: the model's, e.g. 224)")
     group.add_argument("--resize", type=int, default=None, help="short side before the crop (default: size*256/224)")
     group.add_argument("--mean", type=float, nargs="+", default=None, help="normalisation mean (default: ImageNet's)")
@@ -56,6 +80,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, layer_help: str | No
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda if present)")
     if layer_help is not None:
         group.add_argument("--layer", default=None, help=layer_help)
+    if seed:
+        group.add_argument("--seed", type=int, default=0, help="seed of everything random, e.g. random-init weights")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -66,14 +92,42 @@ def add_output_arguments(parser: argparse.ArgumentParser, default_out: str) -> N
     parser.add_argument("--quiet", action="store_true", help="no progress bars; print only the paths written")
 
 
-def open_model(args: argparse.Namespace) -> LoadedModel:
-    """The model and preprocessing of :func:`add_model_arguments`'s flags."""
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (all devices)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def open_model(args: argparse.Namespace, device: str | None = None) -> LoadedModel:
+    """The model and preprocessing of :func:`add_model_arguments`'s flags (seeded first by ``--seed``, if any).
+
+    Args:
+        args: the parsed arguments.
+        device: overrides ``--device`` (a rank's own GPU under torchrun).
+    """
+    if getattr(args, "seed", None) is not None:
+        seed_everything(args.seed)
     try:
         return load_model(
-            args.model, args.weights, args.size, resize=args.resize, mean=args.mean, std=args.std, device=args.device
-        )
+            args.model or "zfnet", args.weights, args.size, resize=args.resize, mean=args.mean, std=args.std,
+            device=device or args.device, classes=getattr(args, "classes", None),
+        )  # fmt: skip
     except InputError as error:
         raise CommandError(str(error)) from error
+
+
+def demo_note(args: argparse.Namespace, loaded: LoadedModel) -> None:
+    """One line on stderr when the default bundled demo model is used (not under ``--quiet``)."""
+    from zf_attr.cli._models import DEMO_NOTE
+
+    if args.model is None and loaded.demo and not getattr(args, "quiet", False):
+        print(f"zf-attr: note: {DEMO_NOTE}", file=sys.stderr, flush=True)
 
 
 def check_layer(loaded: LoadedModel, layer: str | None, used_by: str | None = None) -> None:

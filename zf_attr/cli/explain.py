@@ -1,51 +1,70 @@
-"""``zf-attr explain`` and ``zf-attr occlusion-study``: attribution figures, arrays and numbers for image files.
+"""``zf-attr explain``: attribution figures, arrays and numbers for image files, folders and globs, at any scale.
 
-``explain`` writes, per image, ``<stem>.png`` (the image and one map per method) as soon as it is done; then
-``attributions.npz`` (one array per image and method), ``summary.json`` and ``report.html``. A run that fails
-midway still writes the arrays, summary and report of the images it finished.
+Per input ``KEY`` (its path relative to the folder or glob root it came from, without suffix) it writes
+``KEY.png`` (the image and one map per method; not with ``--no-figures``), ``KEY.npz`` (one array per method) and
+a thumbnail, each atomically and as soon as the image is done, then appends a line to ``manifest.jsonl``. At the
+end ``summary.json`` is rebuilt from the manifest (every input once, in input order, with ``failures``) and the
+report ``report.html`` (paginated) is written. ``--resume`` skips the inputs already done; under ``torchrun``
+the inputs are split across the processes and rank 0 writes the summary and the report.
+
+Exit status: 0 every input done; 3 some inputs skipped (``--skip-errors``; listed in ``failures``); 1 none done,
+or a run-level error (without ``--skip-errors``, the first failing input stops the run).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from zf_attr.cli._common import (
     CommandError,
-    Outputs,
     add_model_arguments,
     add_output_arguments,
     check_layer,
+    demo_note,
     open_model,
-    write_json,
+    prepare_out,
 )
-from zf_attr.cli._inputs import InputError, LoadedModel, find_images, read_image
+from zf_attr.cli._dataset import Decoded, ImageFiles, batched, decode_ahead
+from zf_attr.cli._distributed import World, join_world
+from zf_attr.cli._images import InputError, InputFile, collect_inputs
+from zf_attr.cli._methods import (
+    METHODS,
+    OcclusionRunner,
+    build_runners,
+    default_batch_size,
+    occlusion_method,
+)
+from zf_attr.cli._models import LoadedModel
+from zf_attr.cli._pages import save_thumbnail, thumbnail_path, write_paged_report
+from zf_attr.cli._progress import Progress
+from zf_attr.cli._runlog import Manifest, atomic_write, check_run_settings, finished_keys, save_arrays, write_summary
+from zf_attr.cli._targets import TargetRule
 
-__all__ = ["METHODS", "configure_explain", "configure_occlusion_study", "run_explain", "run_occlusion_study"]
+__all__ = ["EXIT_SKIPPED", "METHODS", "configure_explain", "run_explain"]
 
-#: Methods of ``zf-attr explain --method``.
-METHODS = ("deconvnet", "strict", "guided", "gradient", "gradcam", "occlusion")
-
-Runner = Callable[[Tensor, int], Tensor]
+#: Exit status when some inputs were skipped (``--skip-errors``) but not all.
+EXIT_SKIPPED = 3
 
 
 def configure_explain(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``zf-attr explain``."""
-    parser.add_argument("images", nargs="+", help="image files, folders of images, or glob patterns")
+    parser.add_argument("images", nargs="+", help="image files, folders (walked recursively) or glob patterns")
     parser.add_argument(
         "--method", nargs="+", choices=METHODS, default=["deconvnet", "guided", "gradient"],
         help="methods to run: deconvnet (gradient-style), strict (paper's), guided backprop, the plain gradient, "
         "Captum's Grad-CAM (at --layer, upsampled) and occlusion (default: deconvnet guided gradient)",
     )  # fmt: skip
-    parser.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted one)")
+    parser.add_argument(
+        "--target", default=None,
+        help="class to explain: an index, a class name, or from-folder (each image's folder names its class); "
+        "default: the predicted one",
+    )  # fmt: skip
     parser.add_argument("--window", type=int, default=None, help="occlusion window side (default: size / 8)")
     parser.add_argument("--stride", type=int, default=None, help="occlusion stride (default: window / 2)")
     parser.add_argument(
@@ -53,214 +72,224 @@ def configure_explain(parser: argparse.ArgumentParser) -> None:
         help="coarse-then-fine occlusion: every STEP-th window, then the REFINE fraction of the others where the "
         "map is strong, the rest interpolated (e.g. 3 0.1); its measured error goes to summary.json",
     )  # fmt: skip
-    add_model_arguments(parser, layer_help="Grad-CAM layer, e.g. layer4 or features.28 (default: last conv block)")
+    run = parser.add_argument_group("large runs")
+    run.add_argument("--batch-size", type=int, default=None, help="images per pass (default: what memory allows)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="image-decoding processes (default: a quarter of the CPUs, at most 4)")  # fmt: skip
+    run.add_argument("--skip-errors", action="store_true",
+                     help="list unreadable or failing inputs (stderr, summary.json) and go on (exit 3)")  # fmt: skip
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT: skip inputs done")
+    run.add_argument("--figures", action=argparse.BooleanOptionalAction, default=True,
+                     help="a PNG figure per image (--no-figures: arrays, thumbnails, summary; faster)")  # fmt: skip
+    run.add_argument("--per-page", type=int, default=100, help="images per page of report.html (default: 100)")
+    add_model_arguments(
+        parser, layer_help="Grad-CAM layer, e.g. layer4 or features.28 (default: last conv block)", seed=True
+    )
     add_output_arguments(parser, "zf-attr-explain")
 
 
-def _methods(
-    loaded: LoadedModel,
-    names: Sequence[str],
-    layer: str | None,
-    window: int | None,
-    stride: int | None,
-    occlusion: Any = None,
-) -> dict[str, Runner]:
-    import zf_attr
-
-    model = loaded.model
-    occlusion = occlusion if occlusion is not None else zf_attr.OcclusionSensitivity(model)
-    side = window or max(4, loaded.size // 8)
-    step = stride or max(1, side // 2)
-    if side > loaded.size or step < 1:
-        raise CommandError(f"--window {side} / --stride {step} do not fit a {loaded.size}-pixel image")
-    builders: dict[str, Callable[[], Runner]] = {
-        "deconvnet": lambda: lambda x, t: zf_attr.Deconvnet(model).attribute(x, target=t),
-        "strict": lambda: lambda x, t: zf_attr.Deconvnet(model, variant="strict").attribute(x, target=t),
-        "guided": lambda: lambda x, t: zf_attr.GuidedBackprop(model).attribute(x, target=t),
-        "gradient": lambda: lambda x, t: _gradient(model, x, t),
-        "gradcam": lambda: _gradcam(loaded, layer),
-        "occlusion": lambda: lambda x, t: occlusion.attribute(x, (3, side, side), strides=(3, step, step), target=t),
-    }
-    return {name: builders[name]() for name in names}
-
-
-def _gradient(model: nn.Module, images: Tensor, target: int) -> Tensor:
-    leaf = images.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (gradient,) = torch.autograd.grad(model(leaf)[:, target].sum(), leaf)
-    return gradient
-
-
-def _gradcam(loaded: LoadedModel, layer: str | None) -> Runner:
-    from captum.attr import LayerAttribution, LayerGradCam
-
-    from zf_attr.attr._layers import default_feature_layer, resolve_layer
-
-    model = loaded.model
-    if layer is None:
-        probe = torch.zeros(1, 3, loaded.size, loaded.size, device=loaded.device)
-        layer = default_feature_layer(model, (probe,))
-    try:
-        _, module = resolve_layer(model, layer)
-    except ValueError as error:
-        raise CommandError(f"--layer: {error}") from error
-    gradcam = LayerGradCam(model, module)
-
-    def run(images: Tensor, target: int) -> Tensor:
-        maps = gradcam.attribute(images, target=target, relu_attributions=True)
-        return LayerAttribution.interpolate(maps, tuple(images.shape[-2:]), interpolate_mode="bilinear")
-
-    return run
-
-
 def run_explain(args: argparse.Namespace) -> int:
-    """Attribution figures, arrays and a JSON summary for image files."""
-    from zf_attr.viz import save_attribution_grid
-
+    """Explain every input (this rank's share under torchrun); exit status 0, 3 or 1 (see the module docstring)."""
+    for flag in ("batch_size", "per_page"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise CommandError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        raise CommandError("--workers must be at least 0")
+    world = join_world(args.device)
     try:
-        images = find_images(args.images)
-    except InputError as error:
-        raise CommandError(str(error)) from error
-    loaded = open_model(args)
-    check_layer(loaded, args.layer, None if "gradcam" in args.method else "--method gradcam")
-    occlusion = _occlusion(loaded, args.drill_down, "occlusion" in args.method)
-    runners = _methods(loaded, args.method, args.layer, args.window, args.stride, occlusion)
-    outputs = Outputs(args.out, f"zf-attr explain: {', '.join(args.method)} on {loaded.note}")
-    arrays: dict[str, np.ndarray] = {}
-    records: list[dict[str, Any]] = []
-    outputs.summary = {"model": loaded.note, "methods": list(args.method), "images": records}
-    with outputs.session():
+        return _Run(args, world).run()
+    finally:
+        world.close()
+
+
+class _Run:
+    """One ``explain`` run: everything checked before any work, then the inputs, then the summary."""
+
+    def __init__(self, args: argparse.Namespace, world: World) -> None:
+        self.args, self.world = args, world
         try:
-            for path in tqdm(images, desc="images", unit="image", disable=True if args.quiet else None, leave=False):
-                pixels, batch = _read(path, loaded)
-                batch = batch[None].to(loaded.device)
-                with torch.no_grad():
-                    probabilities = loaded.model(batch).softmax(dim=1)[0]
-                predicted = int(probabilities.argmax())
-                chosen = predicted if args.target is None else args.target
-                if not 0 <= chosen < probabilities.numel():
-                    raise CommandError(f"--target {chosen} is out of range for {probabilities.numel()} classes")
-                maps = {name: run(batch, chosen)[0].detach().cpu() for name, run in runners.items()}
-                figure = save_attribution_grid(
-                    [pixels],
-                    {method: [value] for method, value in maps.items()},
-                    outputs.out / f"{path.stem}.png",
-                    title=f"{path.name}: target {loaded.class_name(chosen)} (p={float(probabilities[chosen]):.2f})"
-                    f"; {loaded.note}",
-                    row_labels=[f"predicted {loaded.class_name(predicted)}"],
-                )
-                outputs.add(figure)
-                arrays.update({f"{path.stem}/{method}": value.numpy() for method, value in maps.items()})
-                records.append(
-                    {
-                        "file": str(path),
-                        "figure": figure.name,
-                        "predicted": loaded.class_name(predicted),
-                        "target": loaded.class_name(chosen),
-                        "target_probability": round(float(probabilities[chosen]), 6),
-                        **_occlusion_record(occlusion, "occlusion" in maps),
-                    }
-                )
-        finally:
-            if records:
-                arrays_path = outputs.out / "attributions.npz"
-                np.savez_compressed(arrays_path, **arrays)
-                outputs.add(arrays_path)
-            outputs.summary["complete"] = len(records) == len(images)
-            outputs.add(write_json(outputs.out / "summary.json", outputs.summary))
-    if not args.quiet:
-        print(f"{len(images)} image(s) explained with {', '.join(args.method)} on {loaded.note}")
-    return 0
-
-
-def _occlusion(loaded: LoadedModel, drill_down: Sequence[float] | None, used: bool) -> Any:
-    """The occlusion method of a run: exact, or a ``DrillDown`` from ``--drill-down STEP REFINE``."""
-    import zf_attr
-
-    if drill_down is None:
-        return zf_attr.OcclusionSensitivity(loaded.model)
-    if not used:
-        raise CommandError("--drill-down applies to --method occlusion, which is not chosen")
-    step, refine = drill_down
-    if step != int(step):
-        raise CommandError(f"--drill-down STEP must be a whole number, got {step:g}")
-    try:
-        setting = zf_attr.DrillDown(int(step), refine)
-    except ValueError as error:
-        raise CommandError(f"--drill-down: {error}") from error
-    return zf_attr.OcclusionSensitivity(loaded.model, approximate=setting)
-
-
-def _occlusion_record(occlusion: Any, ran: bool) -> dict[str, Any]:
-    """What the summary says of an image's occlusion: windows evaluated and, if approximate, the error."""
-    if not ran:
-        return {}
-    record: dict[str, Any] = {"occlusion_windows_evaluated": occlusion.last_windows_evaluated}
-    if occlusion.last_approximation_error is not None:
-        record["occlusion_reported_error"] = round(occlusion.last_approximation_error, 6)
-    return record
-
-
-def _read(path: Path, loaded: LoadedModel) -> tuple[Tensor, Tensor]:
-    try:
-        return read_image(path, loaded)
-    except InputError as error:
-        raise CommandError(str(error)) from error
-
-
-def configure_occlusion_study(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``zf-attr occlusion-study``."""
-    parser.add_argument("image", type=Path, help="one image file")
-    parser.add_argument("--target", type=int, default=None, help="true class (default: the predicted one)")
-    parser.add_argument("--window", type=int, default=None, help="occluder side in pixels (default: size / 3)")
-    parser.add_argument("--stride", type=int, default=None, help="occluder step in pixels (default: window / 6)")
-    parser.add_argument("--fill", type=float, default=0.0, help="occluder value after normalisation (default 0)")
-    add_model_arguments(parser, layer_help="layer of panels (b) and (c) (default: the last conv block)")
-    add_output_arguments(parser, "zf-attr-occlusion")
-
-
-def run_occlusion_study(args: argparse.Namespace) -> int:
-    """The paper's four-panel occlusion study (Fig. 7) of one image: a figure and a JSON summary."""
-    from zf_attr.analysis import occlusion_study
-
-    if not args.image.is_file():
-        raise CommandError(f"no such image file: {str(args.image)!r}")
-    loaded = open_model(args)
-    check_layer(loaded, args.layer)
-    window = args.window or max(4, loaded.size // 3)
-    stride = args.stride or max(1, window // 6)
-    _, batch = _read(args.image, loaded)
-    batch = batch.to(loaded.device)
-    outputs = Outputs(args.out, f"zf-attr occlusion-study: {args.image.name} on {loaded.note}")
-    with outputs.session():
-        target = args.target
-        if target is None:
-            with torch.no_grad():
-                target = int(loaded.model(batch[None]).argmax(dim=1))
-        try:
-            study = occlusion_study(
-                loaded.model, batch, target, layer=args.layer, window=window, stride=stride, fill=args.fill,
-                class_names=loaded.categories, show_progress=not args.quiet and sys.stderr.isatty(),
-            )  # fmt: skip
-        except ValueError as error:
+            self.inputs = collect_inputs(args.images, exclude=args.out)
+        except InputError as error:
             raise CommandError(str(error)) from error
-        stem = args.image.stem
-        outputs.add(study.save_figure(outputs.out / f"{stem}_occlusion.png", mean=loaded.mean, std=loaded.std))
-        outputs.summary = {
-            "file": str(args.image),
-            "model": loaded.note,
-            "target": study.class_name(target),
-            "layer": study.layer,
-            "feature_map": study.feature_map,
-            "window": window,
-            "stride": stride,
-            "fill": args.fill,
-            "unoccluded": study.unoccluded,
-            "row_starts": list(study.row_starts),
-            "col_starts": list(study.col_starts),
-            "map_activation": study.map_activation.tolist(),
-            "target_probability": study.target_probability.tolist(),
-            "top_class": [[study.class_name(int(c)) for c in row] for row in study.top_class],
-        }
-        outputs.add(write_json(outputs.out / f"{stem}_occlusion.json", outputs.summary))
-    return 0
+        if args.figures:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError as error:
+                raise CommandError(
+                    "figures need matplotlib: pip install 'zf-attr[viz]', or pass --no-figures"
+                ) from error
+        self.loaded = open_model(args, device=world.device(args.device))
+        check_layer(self.loaded, args.layer, None if "gradcam" in args.method else "--method gradcam")
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, self.loaded.size, self.loaded.size, device=self.loaded.device)
+            num_classes = int(self.loaded.model(probe).shape[1])
+        classes = self.loaded.categories
+        if classes is not None and len(classes) != num_classes:
+            raise CommandError(f"--classes names {len(classes)} classes but the model has {num_classes} outputs")
+        self.rule = TargetRule(args.target, classes, num_classes)
+        self.rule.check_folders(self.inputs)
+        occlusion = occlusion_method(self.loaded, args.drill_down, "occlusion" in args.method)
+        self.runners = build_runners(self.loaded, args.method, args.layer, args.window, args.stride, occlusion)
+        self.batch_size = args.batch_size or default_batch_size(self.loaded, args.method)
+        self.workers = args.workers if args.workers is not None else min(4, (os.cpu_count() or 1) // 4)
+        self.out = prepare_out(args.out)
+        settings = {
+            "command": "explain", "model": self.loaded.note, "methods": list(args.method), "target": args.target,
+            "size": self.loaded.size, "resize": self.loaded.preprocessing.resize, "mean": list(self.loaded.mean),
+            "std": list(self.loaded.std), "layer": args.layer, "window": args.window, "stride": args.stride,
+            "drill_down": args.drill_down, "figures": args.figures, "seed": args.seed,
+        }  # fmt: skip
+        reasons = world.gather(check_run_settings(self.out, settings, resume=args.resume, writer=False))
+        if any(reasons):
+            raise CommandError(next(reason for reason in reasons if reason))
+        if world.rank == 0:
+            check_run_settings(self.out, settings, resume=args.resume, writer=True)
+        self.header = {"model": self.loaded.note, "methods": list(args.method), "classes": _classes_note(self.loaded)}
+        self.title = f"zf-attr explain: {', '.join(args.method)} on {self.loaded.note}"
+
+    def run(self) -> int:
+        """Process this rank's inputs; then rank 0 merges the summary and writes the report."""
+        args = self.args
+        mine = self.world.shard(self.inputs)
+        if args.resume:
+            done = finished_keys(self.out)
+            mine = [item for item in mine if item.key not in done]
+        if self.world.rank == 0:
+            demo_note(args, self.loaded)
+        progress = Progress(len(mine), enabled=not args.quiet and self.world.rank == 0)
+        error: str | None = None
+        try:
+            with Manifest(self.out, self.world.rank) as manifest:
+                self._process(mine, manifest, progress)
+        except CommandError as failure:
+            error = str(failure)
+        except Exception as failure:
+            error = " ".join(f"{type(failure).__name__}: {failure}".split())
+        finally:
+            progress.close()
+        errors = self.world.gather(error)
+        run_error = next((e for e in errors if e), None)
+        counts = self._finish(run_error) if self.world.rank == 0 else None
+        if error is not None:
+            raise CommandError(error)
+        if run_error is not None:
+            raise CommandError(f"another process of the run failed: {run_error}")
+        if counts is None:
+            return 0
+        if not args.quiet:
+            print(f"{counts['done']} of {counts['total']} image(s) explained with {', '.join(args.method)} on "
+                  f"{self.loaded.note}" + (f"; {counts['failed']} skipped" if counts["failed"] else ""))  # fmt: skip
+        if counts["done"] == counts["total"]:
+            return 0
+        return EXIT_SKIPPED if counts["done"] > 0 else 1
+
+    def _finish(self, error: str | None) -> dict[str, int]:
+        summary = self.out / "summary.json"
+        counts = write_summary(
+            summary, self.header, [i.key for i in self.inputs], [str(i.path) for i in self.inputs], error=error
+        )
+        print(summary, flush=True)
+        header = {**self.header, **counts, "error": error}
+        print(write_paged_report(self.out, self.title, summary, header, per_page=self.args.per_page,
+                                 methods=self.args.method), flush=True)  # fmt: skip
+        return counts
+
+    def _process(self, mine: Sequence[InputFile], manifest: Manifest, progress: Progress) -> None:
+        files = ImageFiles([item.path for item in mine], self.loaded.preprocessing)
+        for batch in batched(decode_ahead(files, self.workers), self.batch_size):
+            good: list[tuple[InputFile, Decoded]] = []
+            for decoded in batch:
+                item = mine[decoded.index]
+                if decoded.error is not None:
+                    self._fail(item, decoded.error, manifest, progress)
+                    continue
+                if decoded.size is not None and min(decoded.size) < self.loaded.size:
+                    width, height = decoded.size
+                    progress.warn(f"zf-attr: warning: {item.path} is {width}x{height} pixels, smaller than the "
+                                  f"model's {self.loaded.size}x{self.loaded.size} input: it is upscaled")  # fmt: skip
+                good.append((item, decoded))
+            if good:
+                self._explain(good, manifest, progress)
+
+    def _explain(self, good: list[tuple[InputFile, Decoded]], manifest: Manifest, progress: Progress) -> None:
+        try:
+            results = self._attribute(good)
+        except (KeyboardInterrupt, CommandError):
+            raise
+        except Exception as failure:
+            if not self.args.skip_errors:
+                raise
+            if len(good) > 1:  # find which image fails: one at a time
+                for pair in good:
+                    self._explain([pair], manifest, progress)
+                return
+            self._fail(good[0][0], " ".join(f"{type(failure).__name__}: {failure}".split()), manifest, progress)
+            return
+        for (item, decoded), result in zip(good, results, strict=True):
+            self._write(item, decoded, result, manifest, progress)
+
+    def _attribute(self, good: list[tuple[InputFile, Decoded]]) -> list[dict[str, Any]]:
+        loaded = self.loaded
+        inputs = torch.stack([decoded.inputs for _, decoded in good if decoded.inputs is not None]).to(loaded.device)
+        with torch.no_grad():
+            probabilities = loaded.model(inputs).softmax(dim=1)
+        predicted = probabilities.argmax(dim=1).tolist()
+        targets = [self.rule.target(item, p) for (item, _), p in zip(good, predicted, strict=True)]
+        maps: dict[str, torch.Tensor] = {}
+        extra: list[dict[str, Any]] = [{} for _ in good]
+        for name, runner in self.runners.items():
+            maps[name] = runner(inputs, targets).detach().cpu()
+            if isinstance(runner, OcclusionRunner):
+                for record, occluded in zip(extra, runner.records, strict=True):
+                    record.update(occluded)
+        results = []
+        for position, (target, top) in enumerate(zip(targets, predicted, strict=True)):
+            results.append({
+                "predicted": loaded.class_name(top), "predicted_index": top,
+                "target": loaded.class_name(target), "target_index": target,
+                "target_probability": round(float(probabilities[position, target]), 6),
+                **extra[position], "maps": {name: value[position] for name, value in maps.items()},
+            })  # fmt: skip
+        return results
+
+    def _write(
+        self, item: InputFile, decoded: Decoded, result: dict[str, Any], manifest: Manifest, progress: Progress
+    ) -> None:
+        maps = result.pop("maps")
+        written: list[Path] = []
+        if self.args.figures:
+            from zf_attr.viz import save_attribution_grid
+
+            title = (f"{item.key}{item.path.suffix}: target {result['target']} (p={result['target_probability']:.2f}); "
+                     f"{self.loaded.note}")  # fmt: skip
+            label = f"predicted {result['predicted']}"
+            written.append(atomic_write(
+                self.out / f"{item.key}.png",
+                lambda tmp: save_attribution_grid([decoded.pixels], {m: [v] for m, v in maps.items()}, tmp,
+                                                  title=title, row_labels=[label]),
+            ))  # fmt: skip
+        written.append(save_arrays(self.out / f"{item.key}.npz", {m: v.numpy() for m, v in maps.items()}))
+        assert decoded.pixels is not None
+        thumb = save_thumbnail(thumbnail_path(self.out, item.key), decoded.pixels, maps)
+        outputs = [path.relative_to(self.out).as_posix() for path in [*written, thumb]]
+        manifest.append({
+            "key": item.key, "file": str(item.path), "status": "done",
+            "figure": outputs[0] if self.args.figures else None, "arrays": f"{item.key}.npz", **result,
+            "outputs": outputs,
+        })  # fmt: skip
+        for path in written:
+            progress.print(str(path))
+        progress.update()
+
+    def _fail(self, item: InputFile, error: str, manifest: Manifest, progress: Progress) -> None:
+        if not self.args.skip_errors:
+            raise CommandError(error)
+        manifest.append({"key": item.key, "file": str(item.path), "status": "failed", "error": error})
+        progress.warn(f"zf-attr: skipped {item.path}: {error}")
+        progress.update()
+
+
+def _classes_note(loaded: LoadedModel) -> str:
+    if loaded.categories is None:
+        return "none (classes are indices)"
+    return f"{len(loaded.categories)} names"
