@@ -69,7 +69,8 @@ def test_no_handle_accumulation_over_repeated_calls() -> None:
     for _ in range(3):
         again = method.attribute(images, target=0)
         assert hooks_left(model) == {}
-        assert torch.equal(first, again)
+        # equal up to the order of oneDNN's multi-threaded reductions (~1e-8 apart on a loaded 2-core machine)
+        torch.testing.assert_close(first, again, rtol=1e-5, atol=1e-7)
     assert not vars(method).get("backward_hooks")
 
 

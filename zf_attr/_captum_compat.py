@@ -20,6 +20,7 @@ __all__ = [
     "format_additional_forward_args",
     "format_inputs",
     "format_output",
+    "input_names",
     "select_targets",
     "validate_model",
 ]
@@ -52,11 +53,25 @@ def validate_model(model: Any, argument: str = "model") -> nn.Module:
     return model
 
 
-def format_inputs(inputs: Any, model: nn.Module | None = None) -> tuple[bool, tuple[Tensor, ...]]:
+def input_names(tensors: Sequence[Any], was_tuple: bool, argument: str = "inputs") -> dict[str, Any]:
+    """``{"inputs": x}`` for a tensor, ``{"inputs[0]": x0, "inputs[1]": x1}`` for a tuple (error messages)."""
+    if not was_tuple:
+        return {argument: tensors[0]}
+    return {f"{argument}[{i}]": tensor for i, tensor in enumerate(tensors)}
+
+
+def format_inputs(
+    inputs: Any, model: nn.Module | None = None, *, floating: bool = True
+) -> tuple[bool, tuple[Tensor, ...]]:
     """Validate ``inputs`` and return ``(was_tuple, inputs_as_tuple)``.
 
+    Args:
+        inputs: a tensor or a tuple of tensors.
+        model: checks the rank of a single input against the model's convolutions.
+        floating: refuse integer inputs (gradient methods need floating point; occlusion takes token ids).
+
     Raises:
-        TypeError: not a tensor or tuple of tensors, or not floating point.
+        TypeError: not a tensor or tuple of tensors, or (``floating``) not floating point.
         ValueError: no batch dimension, or the wrong rank for the model's convolutions.
     """
     is_tuple = isinstance(inputs, tuple)
@@ -69,7 +84,7 @@ def format_inputs(inputs: Any, model: nn.Module | None = None) -> tuple[bool, tu
             raise TypeError(
                 f"{where} must be a torch.Tensor (or inputs a tuple of tensors), got {type(tensor).__name__}"
             )
-        if not tensor.is_floating_point():
+        if floating and not tensor.is_floating_point():
             raise TypeError(
                 f"{where} has dtype {tensor.dtype}; attributions need floating-point inputs: convert with "
                 f".float() (and normalise as the model expects)"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -24,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
-from torch.utils.hooks import RemovableHandle
 
+from zf_attr._lifecycle import Attachment, call_running, live_attachments, mode_is_active, recover_stale
 from zf_attr.rules import (
     NONRECTIFIER_POLICIES,
     BackwardRule,
@@ -39,8 +38,6 @@ from zf_attr.rules import (
 from zf_attr.switches import ActivationCall, ForwardTrace, PoolSwitches
 
 __all__ = ["Interceptor", "intercept", "record_switches"]
-
-_active = threading.local()
 
 Handler = Callable[[Any, tuple, dict], Any]
 
@@ -132,12 +129,15 @@ def _function_name(func: Any) -> str:
 class _InterceptMode(TorchFunctionMode):
     """Routes the functions the interceptor cares about to its handlers; everything else runs as is."""
 
-    def __init__(self, handlers: dict[Any, Handler]) -> None:
+    def __init__(self, handlers: dict[Any, Handler], attachment: Attachment) -> None:
         super().__init__()
         self._handlers = handlers
+        self._attachment = attachment
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
+        if not self._attachment.armed:  # left on the stack by an interrupt: pass everything through
+            return func(*args, **kwargs)
         try:
             handler = self._handlers.get(func)
         except TypeError:  # an unhashable callable: not one of ours
@@ -196,46 +196,40 @@ class Interceptor:
         self.skip_normalization = skip_normalization
         self.nonrectifier_policy = nonrectifier_policy
         self.trace = ForwardTrace()
-        self._handles: list[RemovableHandle] = []
+        self._attachment: Attachment | None = None
         self._stack: list[tuple[str, nn.Module]] = []
         self._counts: Counter[str] = Counter()
-        self._mode: _InterceptMode | None = None
         self._handlers = self._build_handlers()
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> ForwardTrace:
-        if getattr(_active, "depth", 0):
+        internal = call_running()
+        if not internal:
+            recover_stale()  # a user's context: first finish undoing what an interrupted call left behind
+        if any(other.armed and mode_is_active(other.mode) for other in live_attachments()):
             raise RuntimeError(
                 "a zf_attr interception is already active in this thread; nested attributions are not supported"
             )
+        attachment = self._attachment = Attachment(internal=internal)
         try:
             if isinstance(self.model, nn.Module):
                 for name, module in self.model.named_modules():
-                    self._handles.append(module.register_forward_pre_hook(functools.partial(self._push, name)))
-                    self._handles.append(module.register_forward_hook(self._pop, always_call=True))
-            self._mode = _InterceptMode(self._handlers)
-            self._mode.__enter__()
-            _active.depth = 1
+                    push = attachment.bound(functools.partial(self._push, name))
+                    attachment.add(module.register_forward_pre_hook(push))
+                    attachment.add(module.register_forward_hook(attachment.bound(self._pop), always_call=True))
+            attachment.mode = _InterceptMode(self._handlers, attachment)
+            return attachment.mode.__enter__() and self.trace  # one line: pushed and returned, or neither
         except BaseException:
-            self._remove_hooks()
+            attachment.close()
             raise
-        return self.trace
 
     def __exit__(self, *exc_info: object) -> bool:
         try:
-            if self._mode is not None:
-                self._mode.__exit__(None, None, None)
+            if self._attachment is not None:
+                self._attachment.close()
         finally:
-            self._mode = None
-            _active.depth = 0
-            self._remove_hooks()
             self._stack.clear()
         return False
-
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
     def _push(self, name: str, module: nn.Module, args: Any) -> None:
         self._stack.append((name, module))

@@ -9,6 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zf_attr._guard import fresh
+from zf_attr._lifecycle import Attachment
+
 __all__ = [
     "NotAChainError",
     "capture_layer_output",
@@ -81,13 +84,16 @@ def capture_layer_output(
     def pre_hook(module: nn.Module, args: Any) -> None:
         keep(args[0] if args else None, "input")
 
-    handle = layer.register_forward_pre_hook(pre_hook) if layer_input else layer.register_forward_hook(hook)
-    try:
-        output = model(*inputs)
-    except _StopForward:
-        output = None
-    finally:
-        handle.remove()
+    with Attachment() as hooks:
+        hooks.add(
+            layer.register_forward_pre_hook(hooks.bound(pre_hook))
+            if layer_input
+            else layer.register_forward_hook(hooks.bound(hook))
+        )
+        try:
+            output = model(*fresh(inputs))
+        except _StopForward:
+            output = None
     if not captured:
         raise ValueError("the layer was not called during the forward pass")
     return captured[0], output
@@ -113,13 +119,10 @@ def default_feature_layer(model: nn.Module, inputs: tuple[Any, ...]) -> str:
         if module in names and output.dim() == 4 and output.shape[-2:].numel() > 1:
             last[:] = [names[module]]
 
-    handles = [module.register_forward_hook(record) for module in names]
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with Attachment() as hooks, torch.no_grad():
+        for module in names:
+            hooks.add(module.register_forward_hook(hooks.bound(record)))
+        model(*fresh(inputs))
     if not last:
         raise ValueError("the model has no layer with a spatial (N, C, H, W) output; pass layer= explicitly")
     return last[0]
@@ -195,6 +198,7 @@ def children_chain(module: nn.Module, path: str, example: tuple[Any, ...]) -> li
         ['0', '1']
     """
     calls: list[tuple[str, nn.Module, Any]] = []
+    example = fresh(example)
     outputs: list[Any] = [example[0]]
 
     def before(child_name: str, args: tuple) -> None:
@@ -204,16 +208,12 @@ def children_chain(module: nn.Module, path: str, example: tuple[Any, ...]) -> li
         if path == child_name or path.startswith(f"{child_name}."):
             raise _Reached
 
-    handles = []
-    for child_name, child in module.named_children():
-        handles.append(child.register_forward_pre_hook(lambda c, a, n=child_name: before(n, a)))
-        handles.append(child.register_forward_hook(lambda c, a, o: outputs.append(o)))
-    try:
-        with torch.no_grad():
+    with Attachment() as hooks, torch.no_grad():
+        for child_name, child in module.named_children():
+            hooks.add(child.register_forward_pre_hook(hooks.bound(lambda c, a, n=child_name: before(n, a))))
+            hooks.add(child.register_forward_hook(hooks.bound(lambda c, a, o: outputs.append(o))))
+        try:
             module(*example)
-    except _Reached:
-        return calls
-    finally:
-        for handle in handles:
-            handle.remove()
+        except _Reached:
+            return calls
     raise NotAChainError(f"layer {path!r} is not called in the forward pass", never_called=True)

@@ -14,9 +14,11 @@ from zf_attr._captum_compat import (
     format_additional_forward_args,
     format_inputs,
     format_output,
+    input_names,
     select_targets,
     validate_model,
 )
+from zf_attr._guard import CallGuard, caller_stacklevel, check_forward_arguments, check_tensors, fresh
 from zf_attr._intercept import intercept
 from zf_attr.errors import UnhonouredLayerWarning
 from zf_attr.rules import NONRECTIFIER_POLICIES
@@ -78,29 +80,38 @@ class RuleAttribution(GradientAttribution):
         """
         was_tuple, inputs_tuple = format_inputs(inputs, self.model)
         extra_args = format_additional_forward_args(additional_forward_args)
-        # Fresh leaves: the caller's tensors and their requires_grad flags are never touched.
-        leaves = tuple(tensor.detach().requires_grad_(True) for tensor in inputs_tuple)
-        interceptor = intercept(
-            self.model,
-            self.rule_name,
-            skip_normalization=self.variant == "strict",
-            nonrectifier_policy=self.nonrectifier_policy,
-        )
-        with torch.enable_grad():
-            with interceptor as trace:
-                output = self.model(*leaves, *extra_args)
-            scores = select_targets(output, target, leaves[0].shape[0])
-            if scores.dim() > 1 and scores[0].numel() != 1:
-                raise ValueError(
-                    f"target=None but the model returns {scores[0].numel()} scores per example "
-                    f"(output shape {tuple(output.shape)}); pass target=<class index> to choose one"
-                )
-            gradients = torch.autograd.grad(scores.sum(), leaves, allow_unused=True)
+        check_forward_arguments(self.model, len(inputs_tuple), extra_args, "additional_forward_args")
+        check_tensors(self.model, input_names(inputs_tuple, was_tuple))
+        with CallGuard(self.model, self.get_name()):
+            # Fresh leaves: the caller's tensors and their requires_grad flags are never touched; the forward
+            # pass gets copies of them, which an in-place first layer may overwrite.
+            leaves = tuple(tensor.detach().requires_grad_(True) for tensor in inputs_tuple)
+            interceptor = intercept(
+                self.model,
+                self.rule_name,
+                skip_normalization=self.variant == "strict",
+                nonrectifier_policy=self.nonrectifier_policy,
+            )
+            with torch.enable_grad():
+                forward_args = fresh((*leaves, *extra_args))
+                with interceptor as trace:
+                    output = self.model(*forward_args)
+                scores = select_targets(output, target, leaves[0].shape[0])
+                if scores.dim() > 1 and scores[0].numel() != 1:
+                    raise ValueError(
+                        f"target=None but the model returns {scores[0].numel()} scores per example "
+                        f"(output shape {tuple(output.shape)}); pass target=<class index> to choose one"
+                    )
+                gradients = torch.autograd.grad(scores.sum(), leaves, allow_unused=True)
         report = trace.unhonoured_report(self.get_name(), self.rule_name)
         if report is not None:
-            warnings.warn(report, UnhonouredLayerWarning, stacklevel=3)
+            warnings.warn(report, UnhonouredLayerWarning, stacklevel=caller_stacklevel())
         attributions = [
             torch.zeros_like(leaf) if gradient is None else gradient
             for leaf, gradient in zip(leaves, gradients, strict=True)
         ]
         return format_output(was_tuple, attributions)
+
+    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
+        """Not implemented, as in Captum's ``Deconvolution`` and ``GuidedBackprop``."""
+        raise NotImplementedError(f"attribute_future is not implemented for {self.get_name()}")

@@ -11,9 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from zf_attr._captum_compat import format_additional_forward_args, format_inputs, validate_model
+from zf_attr._guard import caller_stacklevel, check_tensors, guarded
 from zf_attr._intercept import intercept
 from zf_attr.attr._batched import _backward, _MapSeeds, _project_rows
 from zf_attr.attr._layers import capture_layer_output, check_channels, resolve_layer
+from zf_attr.attr._rectified import LayerMap, layer_map
 from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.attr.cropped import CropError, choose_crop, crop_runner, project_cropped, take_rows
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
@@ -44,6 +46,10 @@ class FeatureMapProjections:
             where the field cannot be derived from the model's graph (a :class:`~zf_attr.ZFAttrWarning` says why).
         layer: the layer's name.
         mode: ``"max"``, ``"topk"`` or ``"map"``.
+        inactive: ``(N, M)`` True where the projected activation is ≤ 0: no feature responds there, so the
+            projection is zero instead of a sign-inverted picture.
+        rectifier: the rectifier the map was read after (``"relu"`` for ZFNet's ``convN``), ``None`` for the
+            layer's raw output.
     """
 
     projections: Tensor
@@ -53,6 +59,8 @@ class FeatureMapProjections:
     boxes: Tensor | None
     layer: str
     mode: str
+    inactive: Tensor | None = None
+    rectifier: str | None = None
 
 
 class FeatureMapDeconvnet:
@@ -72,6 +80,11 @@ class FeatureMapDeconvnet:
     sees only pixels of the crop (:mod:`zf_attr.attr.cropped` gives the argument). ``last_cropped`` says whether
     the last call cropped.
 
+    The map is the **rectified** one when the layer's output goes straight into a rectifier (ZFNet's ``convN`` →
+    in-place ReLU, VGG's convolutions): a hook on the layer sees the output before that ReLU, but the paper's
+    feature maps are rectified (``rectified=False`` reads the raw output). Either way a seed ≤ 0 is not a
+    feature: its projection is zero and ``inactive`` flags it (:meth:`project_seeds`: ``last_inactive``).
+
     Each example is projected on its own; the model must treat examples independently (eval mode).
 
     Args:
@@ -80,6 +93,8 @@ class FeatureMapDeconvnet:
             feature map ``(N, C, h, w)``.
         variant: ``"gradient"`` (default): layers other than rectifiers pass their true Jacobian (as Captum);
             ``"strict"``: normalisation layers are skipped on the way down, as in the paper.
+        rectified: read the map after the rectifier (ReLU, ReLU6, ``hardtanh(0, ·)``) the layer's output goes
+            straight into, if any (default, the paper's maps); ``False``: the layer's raw output.
 
     Example:
         >>> import torch, torchvision
@@ -92,7 +107,9 @@ class FeatureMapDeconvnet:
         (2, 6, 4)
     """
 
-    def __init__(self, model: nn.Module, layer: str | nn.Module, variant: str = "gradient") -> None:
+    def __init__(
+        self, model: nn.Module, layer: str | nn.Module, variant: str = "gradient", *, rectified: bool = True
+    ) -> None:
         validate_model(model)
         validate_variant(variant)
         self.model = model
@@ -100,6 +117,20 @@ class FeatureMapDeconvnet:
         self.variant = variant
         self._field: ReceptiveField | ReceptiveFieldError | None = None
         self.last_cropped: bool | None = None
+        self.rectified = rectified
+        self._map: LayerMap | None = None
+        self.last_values: Tensor | None = None
+        self.last_inactive: Tensor | None = None
+
+    def layer_map(self, example_inputs: tuple[Any, ...]) -> LayerMap:
+        """How the layer's map is read: after the rectifier that follows the layer, or raw (derived once, cached).
+
+        Args:
+            example_inputs: arguments of one forward pass (one example suffices).
+        """
+        if self._map is None:
+            self._map = layer_map(self.model, self.layer_name, self.layer, example_inputs, rectified=self.rectified)
+        return self._map
 
     def receptive_field(self, example_inputs: tuple[Any, ...] | None = None) -> ReceptiveField:
         """The layer's receptive field (computed once, then cached).
@@ -116,6 +147,7 @@ class FeatureMapDeconvnet:
             raise self._field
         return self._field
 
+    @guarded
     def attribute(
         self,
         inputs: Tensor,
@@ -167,14 +199,16 @@ class FeatureMapDeconvnet:
             raise ValueError("crop=True applies to modes 'max' and 'topk': a whole map has no single receptive field")
         size = tuple(images.shape[-2:])
         crop_field = choose_crop(False if mode == "map" else crop, field, field_problem, size, bool(extra_args))
+        reading = self._reading(images, extra_args)
         activation, leaf, trace = self._forward(images, extra_args, record=crop_field is None)
         self.last_cropped = False
         with torch.enable_grad():
             chosen = check_channels(channels, activation.shape[1], self.layer_name)
-            values, flat = _strongest(activation.detach(), chosen, k)
+            read = reading(activation.detach())
+            values, flat = _strongest(read, chosen, k)
             count = len(chosen) * k
             if mode == "map":
-                maker = _MapSeeds(activation.detach(), chosen)
+                maker = _MapSeeds(read, chosen)
                 chunks = _backward(activation, leaf, maker, count, chunk_size, vectorize)
                 projections = torch.cat([grad for _, _, grad in chunks]).transpose(0, 1)
             else:
@@ -191,13 +225,17 @@ class FeatureMapDeconvnet:
                     activation, leaf, images, extra_args, rows, crop_field, crop, chunk_size, vectorize
                 )
                 projections = projections.reshape(n, count, *projections.shape[1:])
+        inactive = values <= 0  # not a feature: no projection (a raw negative seed would project sign-inverted)
+        projections[inactive.to(projections.device)] = 0
         self._warn_unhonoured(trace)
         width = activation.shape[-1]
         locations = torch.stack([flat // width, flat % width], dim=-1)
         boxes = None
         if mode != "map":
             if field is None:
-                warnings.warn(f"no receptive-field boxes: {field_problem}", ZFAttrWarning, stacklevel=2)
+                warnings.warn(
+                    f"no receptive-field boxes: {field_problem}", ZFAttrWarning, stacklevel=caller_stacklevel()
+                )
             else:
                 boxes = field.boxes(locations, tuple(images.shape[-2:]))
         return FeatureMapProjections(
@@ -208,6 +246,8 @@ class FeatureMapDeconvnet:
             boxes=boxes,
             layer=self.layer_name,
             mode=mode,
+            inactive=inactive,
+            rectifier=reading.rectifier,
         )
 
     def _field_or_problem(self, example: tuple[Any, ...]) -> tuple[ReceptiveField | None, str]:
@@ -216,6 +256,11 @@ class FeatureMapDeconvnet:
         except ReceptiveFieldError as error:
             return None, str(error)
 
+    def _reading(self, images: Tensor, extra_args: tuple[Any, ...]) -> LayerMap:
+        first = torch.zeros(1, dtype=torch.long)
+        return self.layer_map((images[:1].detach(), *(take_rows(arg, first, len(images)) for arg in extra_args)))
+
+    @guarded
     def project_seeds(
         self,
         inputs: Tensor,
@@ -248,7 +293,9 @@ class FeatureMapDeconvnet:
             crop: project on crops around the seeds' receptive fields, as in :meth:`attribute`.
 
         Returns:
-            Projections ``(S, C, H, W)``, in the order of ``seeds`` (``(0, C, H, W)`` for no seeds).
+            Projections ``(S, C, H, W)``, in the order of ``seeds`` (``(0, C, H, W)`` for no seeds); zero for a
+            seed whose (rectified, see the class) activation is ≤ 0. ``last_values`` holds the seeds'
+            activations, ``last_inactive`` flags those ≤ 0.
 
         Raises:
             TypeError, ValueError: bad inputs or seeds (shape, dtype, an index out of range); the message
@@ -270,6 +317,7 @@ class FeatureMapDeconvnet:
         count = len(images)
         rows = _seed_rows(seeds, count)
         if not len(rows):
+            self.last_values, self.last_inactive = images.new_zeros(0), torch.zeros(0, dtype=torch.bool)
             return images.new_zeros((0, *images.shape[1:]))
         used, rows[:, 0] = rows[:, 0].unique(return_inverse=True)
         if len(used) < count:  # examples are independent: only the images the seeds refer to
@@ -277,6 +325,7 @@ class FeatureMapDeconvnet:
             extra_args = tuple(take_rows(arg, used, count) for arg in extra_args)
         field, problem = (None, "") if crop is False else self._field_or_problem((images.detach(), *extra_args))
         crop_field = choose_crop(crop, field, problem, tuple(images.shape[-2:]), bool(extra_args))
+        reading = self._reading(images, extra_args)
         activation, leaf, trace = self._forward(images, extra_args, record=crop_field is None)
         _, channels, height, width = activation.shape
         if rows.shape[1] == 4:
@@ -288,6 +337,10 @@ class FeatureMapDeconvnet:
         why = f"the layer's map is {height}×{width}, flat_location = row * {width} + col"
         _check_range(rows, 2, height * width, "flat location", why, seeds)
         projections = self._project(activation, leaf, images, extra_args, rows, crop_field, crop, chunk_size, vectorize)
+        device_rows = rows.to(activation.device)
+        values = reading(activation.detach()).flatten(2)[device_rows[:, 0], device_rows[:, 1], device_rows[:, 2]]
+        self.last_values, self.last_inactive = values, values <= 0
+        projections[self.last_inactive.to(projections.device)] = 0  # not a feature: no projection
         self._warn_unhonoured(trace)
         return projections
 
@@ -336,13 +389,14 @@ class FeatureMapDeconvnet:
         # or max-pool is projected by its transposed filters, which is the paper's projection for such a layer.
         report = trace.unhonoured_report(type(self).__name__, "deconvnet") if trace.other_activations else None
         if report is not None:
-            warnings.warn(report, UnhonouredLayerWarning, stacklevel=3)
+            warnings.warn(report, UnhonouredLayerWarning, stacklevel=caller_stacklevel())
 
 
 def _single_input(inputs: Any, model: nn.Module) -> Tensor:
     if isinstance(inputs, tuple):
         raise TypeError("inputs must be one tensor of images (N, C, H, W); FeatureMapDeconvnet takes no tuples")
     _, (images,) = format_inputs(inputs, model)
+    check_tensors(model, {"inputs": images})
     if images.dim() != 4:
         raise ValueError(f"inputs has shape {tuple(images.shape)}; FeatureMapDeconvnet needs images (N, C, H, W)")
     return images

@@ -16,8 +16,10 @@ from zf_attr._captum_compat import (
     format_additional_forward_args,
     format_inputs,
     format_output,
+    input_names,
     validate_model,
 )
+from zf_attr._guard import CallGuard, caller_stacklevel, check_forward_arguments, check_tensors
 from zf_attr._intercept import intercept
 from zf_attr.attr._layers import capture_layer_output, resolve_layer
 from zf_attr.attr._rule_attribution import validate_variant
@@ -131,22 +133,29 @@ class NeuronDeconvnet(NeuronAttribution, GradientAttribution):
         """
         was_tuple, inputs_tuple = format_inputs(inputs, self.model)
         extra_args = format_additional_forward_args(additional_forward_args)
-        leaves = tuple(tensor.detach().requires_grad_(True) for tensor in inputs_tuple)
-        interceptor = intercept(self.model, "deconvnet", skip_normalization=self.variant == "strict")
-        with torch.enable_grad():
-            with interceptor as trace:
-                activation, _ = capture_layer_output(
-                    self.model, self.layer, (*leaves, *extra_args), stop=True, layer_input=attribute_to_neuron_input
-                )
-            score = select_neuron(activation, neuron_selector)
-            gradients = torch.autograd.grad(score.sum(), leaves, allow_unused=True)
+        check_forward_arguments(self.model, len(inputs_tuple), extra_args, "additional_forward_args")
+        check_tensors(self.model, input_names(inputs_tuple, was_tuple))
+        with CallGuard(self.model, self.get_name()):
+            leaves = tuple(tensor.detach().requires_grad_(True) for tensor in inputs_tuple)
+            interceptor = intercept(self.model, "deconvnet", skip_normalization=self.variant == "strict")
+            with torch.enable_grad():
+                with interceptor as trace:
+                    activation, _ = capture_layer_output(
+                        self.model, self.layer, (*leaves, *extra_args), stop=True, layer_input=attribute_to_neuron_input
+                    )
+                score = select_neuron(activation, neuron_selector)
+                gradients = torch.autograd.grad(score.sum(), leaves, allow_unused=True)
         # Only non-rectifying activations below the layer are a problem here: a layer below the first rectifier
         # or max-pool is projected by its transposed filters, which is the paper's projection for such a layer.
         report = trace.unhonoured_report(self.get_name(), "deconvnet") if trace.other_activations else None
         if report is not None:
-            warnings.warn(report, UnhonouredLayerWarning, stacklevel=3)
+            warnings.warn(report, UnhonouredLayerWarning, stacklevel=caller_stacklevel())
         attributions = [
             torch.zeros_like(leaf) if gradient is None else gradient
             for leaf, gradient in zip(leaves, gradients, strict=True)
         ]
         return format_output(was_tuple, attributions)
+
+    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
+        """Not implemented, as in Captum's ``NeuronDeconvolution``."""
+        raise NotImplementedError(f"attribute_future is not implemented for {self.get_name()}")

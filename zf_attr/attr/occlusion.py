@@ -16,8 +16,10 @@ from zf_attr._captum_compat import (
     format_additional_forward_args,
     format_inputs,
     format_output,
+    input_names,
     select_targets,
 )
+from zf_attr._guard import check_forward_arguments, check_tensors, fresh, guarded
 from zf_attr.occlusion import (
     copies_per_batch,
     default_memory_budget,
@@ -121,6 +123,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         self.last_evaluated: Tensor | None = None
 
     @attribution_method
+    @guarded
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
@@ -159,10 +162,13 @@ class OcclusionSensitivity(PerturbationAttribution):
         Raises:
             TypeError, ValueError: bad arguments; the message names the argument.
         """
-        was_tuple, inputs_tuple = format_inputs(inputs)
+        was_tuple, inputs_tuple = format_inputs(inputs, floating=False)
         grids = format_window_grids(inputs_tuple, sliding_window_shapes, strides, was_tuple)
         fills = format_baselines(baselines, inputs_tuple, was_tuple)
         extra = format_additional_forward_args(additional_forward_args)
+        check_forward_arguments(self.forward_func, len(inputs_tuple), extra, "additional_forward_args")
+        check_tensors(self.forward_func, input_names(inputs_tuple, was_tuple), integer_ok=True)
+        check_tensors(self.forward_func, input_names(fills, was_tuple, "baselines"), integer_ok=True)
         if perturbations_per_eval is not None and (
             isinstance(perturbations_per_eval, bool)
             or not isinstance(perturbations_per_eval, int)
@@ -181,7 +187,7 @@ class OcclusionSensitivity(PerturbationAttribution):
         with torch.no_grad():
             with count_macs() as macs:
                 output, bytes_per_copy = measured_forward(
-                    lambda: self.forward_func(*inputs_tuple, *extra), inputs_tuple
+                    lambda: self.forward_func(*fresh(inputs_tuple), *extra), inputs_tuple
                 )
             initial = self._scores(output, target, num_examples)
             engine = select_engine(
@@ -197,7 +203,9 @@ class OcclusionSensitivity(PerturbationAttribution):
                 bytes_per_copy += 2 * (tail_batches - 1) * engine.tail_bytes_per_window
                 engine, budget = fit_engine(self, engine, memory_budget, int(budget), bytes_per_copy)
                 if engine is None:
-                    _, bytes_per_copy = measured_forward(lambda: self.forward_func(*inputs_tuple, *extra), inputs_tuple)
+                    _, bytes_per_copy = measured_forward(
+                        lambda: self.forward_func(*fresh(inputs_tuple), *extra), inputs_tuple
+                    )
             if perturbations_per_eval is None:
                 copies = copies_per_batch(int(budget), bytes_per_copy, num_windows)
                 # while the engine (its cache, its transient buffers) is alive, batched passes get half of what
@@ -280,6 +288,10 @@ class OcclusionSensitivity(PerturbationAttribution):
                 self.last_approximation_error = self._measured_error(engine, grids[0], fills[0], target, output)
         attributions = [total / grid.coverage(total.device, dtype) for total, grid in zip(totals, grids, strict=True)]
         return format_output(was_tuple, attributions)
+
+    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
+        """Not implemented, as in Captum's ``Occlusion``."""
+        raise NotImplementedError("attribute_future is not implemented for OcclusionSensitivity")
 
     def _faster_engine(
         self,

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from zf_attr._fx import ThreadSafeTracer
 from zf_attr.attr._layers import NotAChainError, children_chain
 
 __all__ = ["ReceptiveField", "ReceptiveFieldError", "receptive_field"]
@@ -165,7 +166,7 @@ def _module_field(module: nn.Module, state: State, name: str) -> State:
     return _graph_field(module, state, None, name)
 
 
-class _OneLevelTracer(fx.Tracer):
+class _OneLevelTracer(ThreadSafeTracer):
     def __init__(self, root: nn.Module) -> None:
         super().__init__()
         self._root = root

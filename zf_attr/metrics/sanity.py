@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from zf_attr._captum_compat import validate_model
+from zf_attr._guard import fresh
+from zf_attr._lifecycle import Attachment
 from zf_attr.metrics._common import saliency, spearman, ssim
 
 __all__ = ["RandomizationResult", "class_sensitivity", "randomization_test"]
@@ -203,13 +205,10 @@ def _layers_by_call_order(model: nn.Module, images: Tensor) -> list[str]:
         if module in names and names[module] not in called:
             called.append(names[module])
 
-    handles = [module.register_forward_pre_hook(record) for module in names]
-    try:
-        with torch.no_grad():
-            model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with Attachment() as hooks, torch.no_grad():
+        for module in names:
+            hooks.add(module.register_forward_pre_hook(hooks.bound(record)))
+        model(*fresh((images,)))
     return called[::-1]
 
 

@@ -7,9 +7,9 @@ that occlusion needs anyway:
   (the peak statistics of the device are reset for this), plus the bytes of the occluded inputs.
 * **CPU** (and any other device): an estimate from a temporary global module forward hook
   (``torch.nn.modules.module.register_module_forward_hook``, removed before returning) that sees every module
-  call, also inside plain callables: ``6 ×`` (:data:`CPU_COPY_FACTOR`) the largest module output (the live
-  input of a layer, its output, a held skip connection, the convolution's workspace and the allocator's slack;
-  measured peak resident memory of ResNet-18 and VGG-11 sweeps stays within the budget with this factor, see
+  call of this thread, also inside plain callables: ``6 ×`` (:data:`CPU_COPY_FACTOR`) the largest module output
+  (the live input of a layer, its output, a held skip connection, the convolution's workspace and the allocator's
+  slack; measured peak resident memory of ResNet-18 and VGG-11 sweeps stays within the budget with this factor, see
   ``tests/test_occlusion.py``) plus the bytes of the inputs and of the model output. A forward function that
   calls no module is costed at its inputs and output only.
 
@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from zf_attr._lifecycle import Attachment
 
 __all__ = [
     "DEFAULT_CPU_BUDGET",
@@ -84,11 +86,9 @@ def measured_forward(forward: Callable[[], Any], inputs: tuple[Tensor, ...]) -> 
         torch.cuda.synchronize(device)
         activations = torch.cuda.max_memory_allocated(device) - before
         return output, max(activations, _bytes(output)) + input_bytes
-    handle = torch.nn.modules.module.register_module_forward_hook(record)
-    try:
+    with Attachment() as hooks:  # global: it sees this thread's module calls only
+        hooks.add(torch.nn.modules.module.register_module_forward_hook(hooks.bound(record)))
         output = forward()
-    finally:
-        handle.remove()
     return output, CPU_COPY_FACTOR * largest + input_bytes + _bytes(output)
 
 

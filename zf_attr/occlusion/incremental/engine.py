@@ -1,6 +1,6 @@
 """The incremental-inference occlusion engine (after Krypton, Nakandala et al., SIGMOD 2019).
 
-:class:`IncrementalEngine` traces the model once (:func:`~zf_attr.occlusion.incremental.graph.trace_ops`), runs
+:class:`IncrementalEngine` traces the model (once: :func:`~zf_attr.occlusion.incremental.graph.traced_ops`), runs
 the unoccluded image through the traced ops and keeps every node's output. For a batch of windows it then
 recomputes, op by op, only the rectangle of each map that the window can change (its projective field), pasted
 over the cached values; every window of a batch gets the same rectangle size per op (the largest), moved back
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zf_attr.occlusion.incremental.graph import Op, UnsupportedModelError, trace_ops
+from zf_attr.occlusion.incremental.graph import Op, UnsupportedModelError, traced_ops
 from zf_attr.occlusion.incremental.kernels import (
     Context,
     Patch,
@@ -94,7 +94,7 @@ class IncrementalEngine:
             raise UnsupportedModelError("forward_func is a plain callable, not an nn.Module")
         if not isinstance(inputs, Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
             raise UnsupportedModelError("the input is not one floating-point image batch (N, C, H, W)")
-        self.ops, self.module_outputs = trace_ops(model)
+        self.ops, self.module_outputs = traced_ops(model)
         self.device = inputs.device
         self.dtype = dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

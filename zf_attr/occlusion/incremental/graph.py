@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import inspect
 import operator
+import threading
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from zf_attr._fx import TRACE_LOCK, ThreadSafeTracer
 from zf_attr.occlusion.incremental.regions import AxisGeometry
 
-__all__ = ["Op", "UnsupportedModelError", "trace_ops"]
+__all__ = ["Op", "UnsupportedModelError", "trace_ops", "traced_ops"]
 
 
 class UnsupportedModelError(Exception):
@@ -67,8 +70,8 @@ class Op:
     modules: list[str] = field(default_factory=list)
 
 
-class _Tracer(fx.Tracer):
-    """``fx.Tracer`` that records which node each module call (leaf or not) returned."""
+class _Tracer(ThreadSafeTracer):
+    """Tracer that records which node each module call (leaf or not) returned."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,7 +79,7 @@ class _Tracer(fx.Tracer):
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         result = super().call_module(m, forward, args, kwargs)
-        if isinstance(result, fx.Proxy):
+        if isinstance(result, fx.Proxy) and threading.get_ident() == self._thread:
             self.module_outputs.setdefault(self.path_of_module(m), []).append(result.node)
         return result
 
@@ -251,6 +254,43 @@ def _bind(fn: Callable[..., Any], node: fx.Node, order: list[fx.Node]) -> Callab
         return fn(*fx.node.map_arg(args, lookup.__getitem__), **fx.node.map_arg(kwargs, lookup.__getitem__))
 
     return call
+
+
+_traced: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], Any]]
+_traced = weakref.WeakKeyDictionary()
+
+
+def _structure(model: nn.Module) -> tuple[Any, ...]:
+    """What a traced graph depends on: the modules (identity, type, mode, forward), parameters and buffers."""
+    modules = tuple(
+        (name, id(module), type(module), module.training, id(module.__dict__.get("forward")))
+        for name, module in model.named_modules()
+    )
+    tensors = tuple((name, id(tensor)) for name, tensor in (*model.named_parameters(), *model.named_buffers()))
+    return modules, tensors
+
+
+def traced_ops(model: nn.Module) -> tuple[list[Op], dict[str, int]]:
+    """:func:`trace_ops`, traced once per model and structure (thread-safe); each call gets its own op copies.
+
+    The cache is weakly keyed on the model and invalidated when a module, parameter or buffer is replaced, added
+    or removed, a module changes its training mode or gets its own ``forward``. The traced graph does not depend
+    on the input's size: the engine derives what does (which ops run densely) for each sweep.
+    """
+    key = _structure(model)
+    with TRACE_LOCK:
+        entry = _traced.get(model)
+        if entry is None or entry[0] != key:
+            try:
+                result: tuple[list[Op], dict[str, int]] | UnsupportedModelError = trace_ops(model)
+            except UnsupportedModelError as error:
+                result = error  # remembered too: an unsupported model is not traced again on every call
+            entry = _traced[model] = (key, result)
+    result = entry[1]
+    if isinstance(result, UnsupportedModelError):
+        raise UnsupportedModelError(str(result))
+    ops, module_outputs = result
+    return [replace(op, modules=list(op.modules)) for op in ops], dict(module_outputs)
 
 
 def trace_ops(model: nn.Module) -> tuple[list[Op], dict[str, int]]:

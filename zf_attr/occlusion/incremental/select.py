@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zf_attr._guard import caller_stacklevel
+from zf_attr._lifecycle import Attachment
 from zf_attr.errors import ZFAttrWarning
 from zf_attr.occlusion.drill_down import DrillDown
 from zf_attr.occlusion.incremental.engine import IncrementalEngine
@@ -71,7 +73,7 @@ def validate_engine_options(engine: Any, approximate: Any, dtype: Any, channels_
 
 @contextmanager
 def count_macs() -> Iterator[list[int]]:
-    """Count conv / linear multiply-accumulates of every module call inside the block (a temporary global hook).
+    """Count conv / linear multiply-accumulates of this thread's module calls inside the block (a temporary hook).
 
     Example:
         >>> import torch
@@ -87,11 +89,9 @@ def count_macs() -> Iterator[list[int]]:
         if isinstance(output, Tensor) and isinstance(module, (nn.Conv2d, nn.Linear)):
             total[0] += output.numel() * (module.weight.numel() // module.weight.shape[0])
 
-    handle = torch.nn.modules.module.register_module_forward_hook(record)
-    try:
+    with Attachment() as hooks:  # global, but it counts this thread's module calls only
+        hooks.add(torch.nn.modules.module.register_module_forward_hook(hooks.bound(record)))
         yield total
-    finally:
-        handle.remove()
 
 
 def fixed_bytes(engine: IncrementalEngine) -> int:
@@ -129,7 +129,11 @@ def _note(method: Any, reason: str) -> None:
     noted = method.__dict__.setdefault("_engine_notes", set())
     if reason not in noted:
         noted.add(reason)
-        warnings.warn(f"occlusion falls back to plain batched recomputation: {reason}", ZFAttrWarning, stacklevel=5)
+        warnings.warn(
+            f"occlusion falls back to plain batched recomputation: {reason}",
+            ZFAttrWarning,
+            stacklevel=caller_stacklevel(),
+        )
 
 
 def select_engine(
