@@ -28,6 +28,7 @@ from zf_attr.analysis.atlas.distributed import current_shard, gather_merge, rank
 from zf_attr.analysis.atlas.sources import Source
 from zf_attr.analysis.atlas.topk import TopKActivations
 from zf_attr.attr._layers import capture_layer_output, check_channels, resolve_layer
+from zf_attr.attr._rectified import LayerMap, layer_map
 
 __all__ = ["mine_top_k"]
 
@@ -47,6 +48,7 @@ def mine_top_k(
     checkpoint_every: int = 50,
     show_progress: bool = True,
     distributed: bool | None = None,
+    rectified: bool = True,
 ) -> TopKActivations:
     """Mine the ``k`` strongest activations of each chosen feature map of ``layer`` over ``data``.
 
@@ -80,6 +82,9 @@ def mine_top_k(
         distributed: ``None`` (auto): shard over the processes of torch.distributed when it runs with more than
             one (e.g. under ``torchrun``); ``True`` requires that; ``False`` never shards. Sharded, every rank
             mines positions ``rank::world_size`` and gets the exactly merged result of all ranks.
+        rectified: mine the map after the rectifier the layer's output goes straight into (ZFNet's ``convN`` →
+            ReLU: the paper's rectified maps; a hook on the layer alone sees the output before it), if any;
+            ``False`` mines the raw output. The result's ``rectifier`` says which.
 
     Returns:
         A :class:`~zf_attr.analysis.TopKActivations`.
@@ -118,6 +123,7 @@ def mine_top_k(
                     f"{field}={getattr(asked, field)!r}; resume with the arguments of the run that wrote it"
                 )
     parameter = next(model.parameters(), None)
+    reading: LayerMap | None = None
     modes = [(submodule, submodule.training) for submodule in model.modules()]
     model.eval()
     try:
@@ -128,10 +134,17 @@ def mine_top_k(
                 if parameter is not None:
                     dtype = parameter.dtype if images.is_floating_point() else images.dtype
                     images = images.to(device=parameter.device, dtype=dtype)
+                if reading is None:
+                    reading = layer_map(model, layer_name, module, (images[:1],), rectified=rectified)
+                    if state is not None and state.rectifier != reading.rectifier:
+                        raise ValueError(
+                            f"resume_from has rectifier={state.rectifier!r} but this run reads the map with "
+                            f"rectifier={reading.rectifier!r}; resume with the rectified= of the run that wrote it"
+                        )
                 with torch.no_grad():
-                    activation, _ = capture_layer_output(model, module, (images,), stop=True)
+                    activation, _ = capture_layer_output(model, module, (images,), stop=True, transform=reading)
                 if state is None:
-                    state = _first_state(activation, layer_name, k, channels, one_per_image)
+                    state = _first_state(activation, layer_name, k, channels, one_per_image, reading.rectifier)
                 elif count == 1:  # resumed: the channels asked for must be the ones mined before
                     _check_resumed_channels(state, activation, channels)
                 state = _update(state, activation, ids)
@@ -165,14 +178,16 @@ def _resume(resume_from: Any, shard: tuple[int, int] | None) -> TopKActivations 
     return TopKActivations.load(path)
 
 
-def _first_state(activation: Tensor, layer: str, k: int, channels: Any, one_per_image: bool) -> TopKActivations:
+def _first_state(
+    activation: Tensor, layer: str, k: int, channels: Any, one_per_image: bool, rectifier: str | None
+) -> TopKActivations:
     if activation.dim() != 4:
         raise ValueError(
             f"layer {layer!r} returns shape {tuple(activation.shape)}; mining needs a feature map (N, C, h, w)"
         )
     chosen = check_channels(channels, activation.shape[1], layer, unique=True)
     dtype = activation.dtype if activation.is_floating_point() else torch.float32
-    return TopKActivations.empty(layer, k, chosen, one_per_image=one_per_image, dtype=dtype)
+    return TopKActivations.empty(layer, k, chosen, one_per_image=one_per_image, dtype=dtype, rectifier=rectifier)
 
 
 def _check_resumed_channels(state: TopKActivations, activation: Tensor, channels: Any) -> None:

@@ -129,7 +129,8 @@ def project_top_k(
         raise TypeError(f"result must be a TopKActivations (from mine_top_k), got {type(result).__name__}")
     if isinstance(images_per_pass, bool) or not isinstance(images_per_pass, int) or images_per_pass < 1:
         raise ValueError(f"images_per_pass={images_per_pass!r} must be a positive int")
-    projector = FeatureMapDeconvnet(model, result.layer, variant)
+    # the map as it was mined: rectified (the paper's maps) or raw, see ``mine_top_k``
+    projector = FeatureMapDeconvnet(model, result.layer, variant, rectified=result.rectifier is not None)
     rows = _rows(result, channels)
     slots = [(i, j) for i in rows for j in range(result.k) if int(result.image_ids[i, j]) >= 0]
     wanted = sorted({int(result.image_ids[i, j]) for i, j in slots})
@@ -245,6 +246,7 @@ def _check(
 ) -> None:
     with torch.no_grad():
         activation, _ = capture_layer_output(model, projector.layer, (inputs,), stop=True)
+    activation = projector.layer_map((inputs[:1],))(activation)
     width = activation.shape[-1]
     if seeds.numel() and (int(seeds[:, 2].max()) >= activation.shape[-2] or int(seeds[:, 3].max()) >= width):
         raise ValueError("a mined location lies outside the layer's map for these images; pass the data that was mined")

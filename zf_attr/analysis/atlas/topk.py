@@ -55,6 +55,8 @@ class TopKActivations:
             gave maps of several sizes.
         one_per_image: at most one entry per (image, channel), the image's strongest activation in that map
             (the paper's 9 are 9 different images); ``False`` keeps any location of any image.
+        rectifier: the rectifier the maps were read after (``"relu"`` for ZFNet's ``convN``, see
+            :func:`~zf_attr.analysis.mine_top_k`), ``None`` for the layer's raw output.
 
     Example:
         >>> import torch
@@ -75,6 +77,7 @@ class TopKActivations:
     images_seen: int = 0
     map_size: tuple[int, int] | None = None
     one_per_image: bool = True
+    rectifier: str | None = None
 
     @classmethod
     def empty(
@@ -85,6 +88,7 @@ class TopKActivations:
         *,
         one_per_image: bool = True,
         dtype: torch.dtype = torch.float32,
+        rectifier: str | None = None,
     ) -> TopKActivations:
         """A record that has seen no image yet.
 
@@ -105,6 +109,7 @@ class TopKActivations:
             image_ids=torch.full((count, k), -1, dtype=torch.long),
             locations=torch.full((count, k, 2), -1, dtype=torch.long),
             one_per_image=bool(one_per_image),
+            rectifier=rectifier,
         )
 
     @property
@@ -173,11 +178,11 @@ class TopKActivations:
 
     def check_compatible(self, other: TopKActivations, name: str) -> None:
         """Raise ``ValueError`` naming ``name`` unless ``other`` mined the same layer, ``k`` and channels."""
-        for field in ("layer", "k", "one_per_image"):
+        for field in ("layer", "k", "one_per_image", "rectifier"):
             if getattr(self, field) != getattr(other, field):
                 raise ValueError(
                     f"{name} has {field}={getattr(other, field)!r}, this result {field}={getattr(self, field)!r}; "
-                    "only results of the same layer, k and one_per_image can be combined"
+                    "only results of the same layer, k, one_per_image and rectifier can be combined"
                 )
         if not torch.equal(self.channels, other.channels):
             raise ValueError(
@@ -206,6 +211,7 @@ class TopKActivations:
             images_seen=images_seen,
             map_size=map_size,
             one_per_image=self.one_per_image,
+            rectifier=self.rectifier,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -227,6 +233,7 @@ class TopKActivations:
             "images_seen": self.images_seen,
             "map_size": None if self.map_size is None else list(self.map_size),
             "one_per_image": self.one_per_image,
+            "rectifier": self.rectifier,
         }
         partial = path.with_name(f".{path.name}.partial")
         torch.save(state, partial)
@@ -256,13 +263,14 @@ class TopKActivations:
             images_seen=int(state["images_seen"]),
             map_size=None if size is None else (int(size[0]), int(size[1])),
             one_per_image=bool(state["one_per_image"]),
+            rectifier=state.get("rectifier"),  # files written before maps were rectified: raw
         )
 
     def equal(self, other: TopKActivations) -> bool:
         """Whether both records are identical, tensors bitwise (values, ids, locations) and metadata."""
         return (
-            (self.layer, self.k, self.images_seen, self.map_size, self.one_per_image)
-            == (other.layer, other.k, other.images_seen, other.map_size, other.one_per_image)
+            (self.layer, self.k, self.images_seen, self.map_size, self.one_per_image, self.rectifier)
+            == (other.layer, other.k, other.images_seen, other.map_size, other.one_per_image, other.rectifier)
             and torch.equal(self.channels, other.channels)
             and self.values.dtype == other.values.dtype
             and torch.equal(self.values, other.values)
@@ -273,7 +281,8 @@ class TopKActivations:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(layer={self.layer!r}, k={self.k}, channels={self.channels.numel()}, "
-            f"images_seen={self.images_seen}, map_size={self.map_size}, one_per_image={self.one_per_image})"
+            f"images_seen={self.images_seen}, map_size={self.map_size}, one_per_image={self.one_per_image}, "
+            f"rectifier={self.rectifier!r})"
         )
 
 

@@ -74,9 +74,9 @@ def plot_evolution(
             axis.imshow(tile, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])
-            axis.set_xlabel(
-                f"a={float(snapshot.values[m]):.3g} · img {int(snapshot.images[m])}", fontsize=6, labelpad=1
-            )
+            inactive = snapshot.inactive is not None and bool(snapshot.inactive[m])
+            label = "a≤0: no feature" if inactive else f"a={float(snapshot.values[m]):.3g}"
+            axis.set_xlabel(f"{label} · img {int(snapshot.images[m])}", fontsize=6, labelpad=1)
             if column == 0:
                 axis.set_ylabel(f"map {channels[row]}", fontsize=8)
     what = "receptive-field crops" if crop and isinstance(evolution.receptive_field, ReceptiveField) else "whole images"

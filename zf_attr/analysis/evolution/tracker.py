@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from zf_attr.attr._layers import capture_layer_output, resolve_layer
+from zf_attr.attr._rectified import LayerMap
 from zf_attr.attr.feature_map import FeatureMapDeconvnet
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError
 
@@ -36,6 +37,8 @@ class EvolutionSnapshot:
         projections: ``(M, C, H, W)`` its deconvnet projection (seeded with the activation itself).
         boxes: ``(M, 4)`` receptive-field box ``(x0, y0, x1, y1)`` in input pixels, or ``None`` where the field
             cannot be derived from the model's graph.
+        inactive: ``(M,)`` True where the map is ≤ 0 on every probe image (no feature; its projection is zero).
+        rectifier: the rectifier the maps were read after (``"relu"`` for ZFNet's ``convN``), ``None``: raw.
     """
 
     epoch: int
@@ -45,6 +48,8 @@ class EvolutionSnapshot:
     locations: Tensor
     projections: Tensor
     boxes: Tensor | None
+    inactive: Tensor | None = None
+    rectifier: str | None = None
 
 
 class FeatureEvolution:
@@ -66,6 +71,8 @@ class FeatureEvolution:
         variant: ``"gradient"`` or ``"strict"``, as for :class:`~zf_attr.FeatureMapDeconvnet`.
         batch_size: probe images per forward pass when searching the maxima (``None``: all at once).
         chunk_size: seeds per batched backward pass, see :meth:`~zf_attr.FeatureMapDeconvnet.project_seeds`.
+        rectified: follow the map after the rectifier the layer's output goes straight into (ZFNet's ``convN`` →
+            ReLU: the paper's rectified maps), if any; ``False``: the raw output.
 
     Example:
         >>> import torch
@@ -88,6 +95,7 @@ class FeatureEvolution:
         variant: str = "gradient",
         batch_size: int | None = None,
         chunk_size: int = 32,
+        rectified: bool = True,
     ) -> None:
         if not isinstance(layer, str):
             raise TypeError(f"layer must be the layer's name (a str), got {type(layer).__name__}")
@@ -114,6 +122,7 @@ class FeatureEvolution:
         self.variant = variant
         self.batch_size = batch_size
         self.chunk_size = chunk_size
+        self.rectified = rectified
         self.snapshots: list[EvolutionSnapshot] = []
         self._field: ReceptiveField | bool | None = False  # False: not derived yet; None: cannot be
 
@@ -149,12 +158,13 @@ class FeatureEvolution:
     def _snapshot(self, epoch: int, model: nn.Module) -> EvolutionSnapshot:
         device = next((p.device for p in model.parameters()), self.probe_images.device)
         probes = self.probe_images.to(device)
-        values, images, flat, width = self._strongest(model, probes)
+        projector = FeatureMapDeconvnet(model, self.layer, self.variant, rectified=self.rectified)
+        reading = projector.layer_map((probes[:1],))
+        values, images, flat, width = self._strongest(model, probes, reading)
         channels = torch.arange(len(values)) if self.channels is None else torch.tensor(self.channels)
         if self.channels is not None and int(channels.max()) >= len(values):
             raise ValueError(f"channels holds {int(channels.max())}; layer {self.layer!r} has {len(values)} maps")
         values, images, flat = values[channels], images[channels], flat[channels]
-        projector = FeatureMapDeconvnet(model, self.layer, self.variant)
         seeds = torch.stack([images, channels, flat], dim=1)
         projections = projector.project_seeds(probes, seeds, self.chunk_size)
         locations = torch.stack([flat // width, flat % width], dim=1)
@@ -172,16 +182,20 @@ class FeatureEvolution:
             locations=locations.cpu(),
             projections=projections.detach().cpu(),
             boxes=boxes,
+            inactive=(values <= 0).cpu(),
+            rectifier=reading.rectifier,
         )
 
-    def _strongest(self, model: nn.Module, probes: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+    def _strongest(self, model: nn.Module, probes: Tensor, reading: LayerMap) -> tuple[Tensor, Tensor, Tensor, int]:
         """Per map of the layer: the strongest activation over the probes, its image and flat location."""
         _, module = resolve_layer(model, self.layer)
         step = self.batch_size or len(probes)
         best = images = flat = None
         with torch.no_grad():
             for start in range(0, len(probes), step):
-                output, _ = capture_layer_output(model, module, (probes[start : start + step],), stop=True)
+                output, _ = capture_layer_output(
+                    model, module, (probes[start : start + step],), stop=True, transform=reading
+                )
                 if output.dim() != 4:
                     raise ValueError(f"layer {self.layer!r} returns shape {tuple(output.shape)}; need (N, C, h, w)")
                 width = output.shape[-1]

@@ -59,20 +59,22 @@ def save_occlusion_study(
         patches.Rectangle((box[1].start, box[0].start), study.window, study.window, fill=False, ec="white", lw=1.5)
     )
     axes[0].set_title(
-        f"(a) input, {'predicted' if study.target == study.unoccluded['top_class'] else 'target'} class: "
+        f"(a) input, {'target' if study.target_given else 'predicted'} class: "
         f"{study.class_name(study.target)}\nwhite square: occluder size",
         fontsize=9,
     )
 
     shown = axes[1].imshow(study.map_activation.numpy(), cmap="viridis", extent=extent)
+    read = f" (after {study.rectifier})" if study.rectifier else ""
     axes[1].set_title(
-        f"(b) total activation of {study.layer} map {study.feature_map}\n(strongest for the unoccluded image)",
+        f"(b) total activation of {study.layer} map {study.feature_map}{read}\n(strongest for the unoccluded image)",
         fontsize=9,
     )
     figure.colorbar(shown, ax=axes[1], shrink=0.8)
 
     axes[2].imshow(attribution_to_image(study.projection, "absolute"), cmap="inferno")
-    axes[2].set_title(f"(c) deconvnet projection of {study.layer} map {study.feature_map}", fontsize=9)
+    empty = "\n(map ≤ 0 everywhere: no feature, no projection)" if study.inactive else ""
+    axes[2].set_title(f"(c) deconvnet projection of {study.layer} map {study.feature_map}{empty}", fontsize=9)
 
     shown = axes[3].imshow(study.target_probability.numpy(), cmap="magma", vmin=0.0, vmax=1.0, extent=extent)
     axes[3].set_title(f"(d) p({study.class_name(study.target)}) as a function\nof the occluder position", fontsize=9)

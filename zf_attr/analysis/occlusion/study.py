@@ -2,7 +2,9 @@
 
 For every position of the occluder, one batched sweep records (b) the total activation of the feature map of
 the chosen layer that responds most strongly to the unoccluded image, (d) the probability of the target class
-and (e) the most probable class; (c) is that feature map's deconvnet projection on the unoccluded image.
+and (e) the most probable class; (c) is that feature map's deconvnet projection on the unoccluded image. The
+map is the rectified one when the layer's output goes straight into a rectifier (ZFNet's ``convN``), as the
+paper's maps are; ``rectified=False`` reads the raw output.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import Tensor, nn
 from zf_attr._captum_compat import validate_model
 from zf_attr._intercept import intercept
 from zf_attr.attr._layers import capture_layer_output, default_feature_layer, resolve_layer
+from zf_attr.attr._rectified import LayerMap, layer_map
 from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.occlusion import WindowGrid, copies_per_batch, default_memory_budget, iter_occluded, measured_forward
 from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_engine, validate_engine_options
@@ -31,7 +34,7 @@ class OcclusionStudy:
 
     Attributes:
         image: the image as passed ``(C, H, W)``.
-        target: the class whose probability panel (d) shows.
+        target: the class whose probability panel (d) shows: the one given, else the predicted class.
         layer: name of the layer of panel (b).
         feature_map: channel of ``layer`` with the largest activation for the unoccluded image.
         window: side of the square occluder, in pixels.
@@ -46,6 +49,10 @@ class OcclusionStudy:
         top_probability: probability of ``top_class`` per position.
         unoccluded: the same quantities for the unoccluded image.
         class_names: names of the classes, if given.
+        target_given: whether ``target`` was given (``False``: it is the model's prediction for the image).
+        rectifier: the rectifier the layer's map was read after (``"relu"`` for ZFNet's ``convN``), ``None`` for
+            the raw output.
+        inactive: the strongest map is ≤ 0 everywhere on the unoccluded image (no feature): panel (c) is zero.
 
     Example:
         >>> import torch, torchvision
@@ -71,6 +78,9 @@ class OcclusionStudy:
     top_probability: Tensor
     unoccluded: dict[str, float]
     class_names: tuple[str, ...] | None = None
+    target_given: bool = True
+    rectifier: str | None = None
+    inactive: bool = False
 
     def window_slices(self, row: int, col: int) -> tuple[slice, slice]:
         """Pixel rows and columns the occluder covers at grid position ``(row, col)``."""
@@ -100,7 +110,7 @@ class OcclusionStudy:
 def occlusion_study(
     model: nn.Module,
     image: Tensor,
-    target: int,
+    target: int | None = None,
     *,
     layer: str | nn.Module | None = None,
     window: int = 16,
@@ -111,13 +121,15 @@ def occlusion_study(
     class_names: Sequence[str] | None = None,
     show_progress: bool = False,
     engine: str = "auto",
+    rectified: bool = True,
 ) -> OcclusionStudy:
     """Slide a square occluder over ``image`` and measure the four quantities of the paper's Fig. 7.
 
     Args:
         model: a classifier returning logits ``(N, classes)``; left untouched (no mode change, hooks removed).
         image: one image ``(C, H, W)`` (or ``(1, C, H, W)``), preprocessed as the model expects.
-        target: the true class, whose probability panel (d) shows.
+        target: the class whose probability panel (d) shows (the true class, in the paper); ``None``: the class
+            the model predicts for the unoccluded image (the figure then says "predicted").
         layer: the layer of panels (b) and (c), by name or module; default: the last layer with a spatial
             output (the last convolutional block: ``"pool5"`` of ZFNet, ``"layer4"`` of a ResNet).
         window: side of the square occluder in pixels (all channels are occluded).
@@ -130,6 +142,8 @@ def occlusion_study(
         show_progress: a progress bar counting occluder positions.
         engine: ``"auto"``, ``"incremental"`` or ``"batched"``, as for :class:`zf_attr.OcclusionSensitivity`: the
             incremental engine (``docs/fast-occlusion.md``) recomputes only what each occluder position changes.
+        rectified: read the layer's map after the rectifier its output goes straight into, if any (ZFNet's
+            ``convN`` → ReLU; the default, the paper's maps); ``False``: the raw output, negative values included.
 
     Returns:
         An :class:`OcclusionStudy`; ``study.save_figure(path)`` draws it.
@@ -164,18 +178,23 @@ def occlusion_study(
         if layer is not None
         else resolve_layer(model, default_feature_layer(model, (batch,)))
     )
+    reading = layer_map(model, layer_name, module, (batch,), rectified=rectified)
     with torch.no_grad(), count_macs() as macs:
         (activation, logits), bytes_per_copy = measured_forward(
             lambda: capture_layer_output(model, module, (batch,), transform=lambda out: out.detach().clone()), (batch,)
         )
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         raise ValueError("model must return logits shaped (N, classes); call model.eval() for auxiliary outputs")
-    if not 0 <= target < logits.shape[1]:
+    target_given = target is not None
+    if target is None:
+        target = int(logits[0].argmax())
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < logits.shape[1]:
         raise ValueError(f"target={target} is out of range for {logits.shape[1]} classes")
     if activation.dim() != 4:
         raise ValueError(
             f"layer {layer_name!r} outputs shape {tuple(activation.shape)}; choose a conv layer (N, C, H, W)"
         )
+    activation = reading(activation)
     feature_map = int(activation[0].flatten(1).amax(dim=1).argmax())
     probabilities = logits.softmax(dim=1)[0]
 
@@ -195,7 +214,7 @@ def occlusion_study(
     progress = _progress(grid.num_windows, show_progress)
     with torch.no_grad():
         for ids, total, scores in _sweep(
-            model, module, incremental, layer_name, batch, grid, fill_value, copies, feature_map
+            model, module, incremental, layer_name, batch, grid, fill_value, copies, feature_map, reading
         ):
             p = scores.softmax(dim=1)
             index = torch.tensor(ids, device=batch.device)
@@ -218,7 +237,7 @@ def occlusion_study(
         row_starts=grid.starts[1],
         col_starts=grid.starts[2],
         map_activation=totals.reshape(rows_cols).cpu(),
-        projection=project_feature_map(model, batch, module, feature_map, variant)[0].cpu(),
+        projection=project_feature_map(model, batch, module, feature_map, variant, rectified=rectified)[0].cpu(),
         target_probability=target_p.reshape(rows_cols).cpu(),
         top_class=top_class.reshape(rows_cols).cpu(),
         top_probability=top_p.reshape(rows_cols).cpu(),
@@ -229,23 +248,44 @@ def occlusion_study(
             "top_probability": float(probabilities.max()),
         },
         class_names=tuple(class_names) if class_names is not None else None,
+        target_given=target_given,
+        rectifier=reading.rectifier,
+        inactive=bool(activation[0, feature_map].max() <= 0),
     )
 
 
 def project_feature_map(
-    model: nn.Module, images: Tensor, layer: nn.Module, channel: int, variant: str = "gradient"
+    model: nn.Module,
+    images: Tensor,
+    layer: str | nn.Module,
+    channel: int,
+    variant: str = "gradient",
+    *,
+    rectified: bool = True,
 ) -> Tensor:
     """Deconvnet projection of one feature map: keep channel ``channel`` of ``layer``, zero the rest, go down.
 
-    The forward pass stops after ``layer``; the map's own activations seed the projection (Zeiler & Fergus §2.1).
+    The forward pass stops after ``layer``; the map's own activations seed the projection (Zeiler & Fergus §2.1):
+    the rectified map when the layer's output goes straight into a rectifier and ``rectified`` (the default),
+    else the raw output. An image whose map is ≤ 0 everywhere (no feature) gets a zero projection.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(inplace=True))
+        >>> project_feature_map(net, torch.randn(2, 1, 8, 8), "0", 1).shape
+        torch.Size([2, 1, 8, 8])
     """
+    name, module = resolve_layer(model, layer)
+    reading = layer_map(model, name, module, (images[:1].detach(),), rectified=rectified)
     leaf = images.detach().requires_grad_(True)
     with torch.enable_grad():
         with intercept(model, "deconvnet", skip_normalization=variant == "strict"):
-            activation, _ = capture_layer_output(model, layer, (leaf,), stop=True)
+            activation, _ = capture_layer_output(model, module, (leaf,), stop=True)
         seed = torch.zeros_like(activation)
-        seed[:, channel] = activation[:, channel].detach()
+        seed[:, channel] = reading(activation[:, channel].detach())
         (projection,) = torch.autograd.grad(activation, leaf, seed)
+    inactive = seed[:, channel].flatten(1).amax(dim=1) <= 0  # not a feature: no projection
+    projection[inactive] = 0
     return projection
 
 
@@ -268,12 +308,13 @@ def _sweep(
     fill: Tensor,
     copies: int,
     feature_map: int,
+    reading: LayerMap,
 ) -> Any:
     """Yield ``(window ids, feature-map totals, logits)`` per batch, incrementally or by plain forward passes."""
     if engine is None:
         for ids, (occluded,) in iter_occluded((batch,), [grid], (fill,), copies):
             total, scores = capture_layer_output(
-                model, module, (occluded,), transform=lambda out: out[:, feature_map].sum(dim=(-2, -1))
+                model, module, (occluded,), transform=lambda out: reading(out[:, feature_map]).sum(dim=(-2, -1))
             )
             yield ids, total, scores
         return
@@ -281,7 +322,7 @@ def _sweep(
     for first in range(0, grid.num_windows, copies):
         ids = list(range(first, min(first + copies, grid.num_windows)))
         scores, (activation,) = engine.run([grid.slices(i) for i in ids], fill, extra=[node])
-        yield ids, activation[:, feature_map].sum(dim=(-2, -1)), scores
+        yield ids, reading(activation[:, feature_map]).sum(dim=(-2, -1)), scores
 
 
 def _progress(total: int, show: bool) -> Any:
