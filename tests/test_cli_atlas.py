@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,12 @@ from zf_attr.cli._inputs import find_images, load_model, read_image
 
 
 def test_atlas_of_a_folder(shape_image_files: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"  # the shapes without their masks (folders are walked recursively)
+    images.mkdir()
+    for index in range(3):
+        shutil.copy(shape_image_files / f"shape{index}.png", images)
     out = tmp_path / "atlas"
-    result = zf_attr_cli("atlas", str(shape_image_files), "--layer", "conv2", "--channels", "0-2", "7", "--k", "2",
+    result = zf_attr_cli("atlas", str(images), "--layer", "conv2", "--channels", "0-2", "7", "--k", "2",
                          "--batch-size", "2", "--device", "cpu", "--out", str(out), "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
     names = ["mined.pt", "atlas.png", "atlas.npz", "atlas.json", "report.html"]
@@ -26,7 +31,7 @@ def test_atlas_of_a_folder(shape_image_files: Path, tmp_path: Path) -> None:
     assert [entry["channel"] for entry in summary["channels"]] == [0, 1, 2, 7]
     # the same numbers as mining the preprocessed images in Python
     loaded = load_model("zfnet", None, device="cpu")
-    paths = find_images([str(shape_image_files)])
+    paths = find_images([str(images)])
     images = torch.stack([read_image(path, loaded)[1] for path in paths])
     expected = mine_top_k(loaded.model, "conv2", images, k=2, channels=[0, 1, 2, 7], show_progress=False)
     mined = TopKActivations.load(out / "mined.pt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,31 +16,36 @@ from zf_attr.cli.explain import METHODS
 from zf_attr.models.shapes import ShapesDataset
 
 
-@pytest.fixture
-def image_folder(shape_image_files: Path) -> Path:
-    return shape_image_files
+@pytest.fixture(scope="module")
+def image_folder(shape_image_files: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three shape images alone (the shared folder also holds their masks, which a recursive walk finds)."""
+    folder = tmp_path_factory.mktemp("shapes-only")
+    for index in range(3):
+        shutil.copy(shape_image_files / f"shape{index}.png", folder / f"shape{index}.png")
+    return folder
 
 
 def test_explain_folder_with_every_method(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = zf_attr_cli("explain", str(image_folder), "--method", *METHODS, "--out", str(out))
+    result = zf_attr_cli("explain", str(image_folder), "--method", *METHODS, "--out", str(out), "--workers", "0")
     assert result.returncode == 0, result.stderr
     stems = ["shape0", "shape1", "shape2"]
-    assert result.stdout.splitlines()[:5] == [str(out / f"{s}.png") for s in stems] + [
-        str(out / "attributions.npz"),
-        str(out / "summary.json"),
-    ]
-    arrays = np.load(out / "attributions.npz")
-    assert sorted(arrays.files) == sorted(f"{s}/{m}" for s in stems for m in METHODS)
-    assert arrays["shape0/deconvnet"].shape == (3, 112, 112)
-    gradcam = arrays["shape0/gradcam"]  # Captum's LayerGradCam at pool5, upsampled to the image, rectified
+    expected = [str(out / f"{s}.{suffix}") for s in stems for suffix in ("png", "npz")]
+    assert result.stdout.splitlines()[:8] == [*expected, str(out / "summary.json"), str(out / "report.html")]
+    # the default model is the bundled demo one: said once, on stderr
+    assert result.stderr.splitlines()[0].startswith("zf-attr: note: using the bundled ZFNet trained on 6 generated")
+    arrays = np.load(out / "shape0.npz")
+    assert sorted(arrays.files) == sorted(METHODS)
+    assert arrays["deconvnet"].shape == (3, 112, 112)
+    gradcam = arrays["gradcam"]  # Captum's LayerGradCam at pool5, upsampled to the image, rectified
     assert gradcam.shape == (1, 112, 112) and gradcam.min() >= 0 and gradcam.max() > 0
-    assert not np.array_equal(arrays["shape0/strict"], arrays["shape0/deconvnet"])
+    assert not np.array_equal(arrays["strict"], arrays["deconvnet"])
     summary = json.loads((out / "summary.json").read_text())
-    assert [entry["predicted"] for entry in summary["images"]] == [
-        ShapesDataset(3, seed=9).sample(i).class_name for i in range(3)
-    ]
-    assert summary["model"] == "bundled ZFNet (shapes)"
+    names = [ShapesDataset(3, seed=9).sample(i).class_name for i in range(3)]
+    assert [entry["predicted"] for entry in summary["images"]] == names
+    assert [entry["predicted_index"] for entry in summary["images"]] == [ShapesDataset.classes.index(n) for n in names]
+    assert summary["model"] == "bundled ZFNet (shapes)" and summary["complete"] is True
+    assert summary["failures"] == [] and (summary["total"], summary["done"]) == (3, 3)
 
 
 def test_explain_torchvision_model_with_local_weights_and_glob(image_folder: Path, tmp_path: Path) -> None:
@@ -51,9 +57,10 @@ def test_explain_torchvision_model_with_local_weights_and_glob(image_folder: Pat
     result = zf_attr_cli("explain", pattern, "--model", "resnet18", "--weights", str(weights), "--size", "64",
                          "--target", "7", "--out", str(out), "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.split()) == 5  # two figures, the arrays, the summary, the HTML report
+    assert len(result.stdout.split()) == 6  # two figures, two arrays, the summary, the HTML report
     summary = json.loads((out / "summary.json").read_text())
-    assert {entry["target"] for entry in summary["images"]} == {"7"}
+    assert {entry["target"] for entry in summary["images"]} == {"7"}  # no class names: the index
+    assert {entry["target_index"] for entry in summary["images"]} == {7}
     assert "weights" in summary["model"]
 
 
@@ -66,6 +73,9 @@ def test_explain_torchvision_model_with_local_weights_and_glob(image_folder: Pat
         ),
         (["explain", "IMAGES", "--model", "resnet9000"], "zf-attr: error: --model 'resnet9000' is not a torchvision"),
         (["explain", "IMAGES", "--target", "6"], "zf-attr: error: --target 6 is out of range for 6 classes"),
+        (["explain", "IMAGES", "--target", "dog"], "zf-attr: error: --target 'dog' is neither a class index nor"),
+        (["explain", "IMAGES", "--batch-size", "0"], "zf-attr: error: --batch-size must be at least 1"),
+        (["explain", "IMAGES", "--model", "timm:no_such_net"], "zf-attr: error: --model 'timm:no_such_net'"),
         (["explain", "IMAGES", "--mean", "0.1", "0.2"], "zf-attr: error: --mean takes 1 or 3 numbers"),
         (["explain", "IMAGES", "--size", "112", "--resize", "100"], "zf-attr: error: --resize 100 is smaller than"),
         (["explain", "IMAGES", "--device", "tpu:9"], "zf-attr: error: --device 'tpu:9' is not a torch device"),
@@ -99,22 +109,25 @@ def test_explain_occlusion_drill_down_reports_its_error(image_folder: Path, tmp_
     (entry,) = json.loads((out / "summary.json").read_text())["images"]
     assert 0 < entry["occlusion_windows_evaluated"] < 625  # 25 x 25 windows on the 112-pixel image
     assert 0 <= entry["occlusion_reported_error"] < 1
-    assert np.load(out / "attributions.npz")["shape1/occlusion"].shape == (3, 112, 112)
+    assert np.load(out / "shape1.npz")["occlusion"].shape == (3, 112, 112)
 
 
 def test_unreadable_image_stops_with_finished_work_on_disk(image_folder: Path, tmp_path: Path) -> None:
     broken = tmp_path / "zz_broken.png"
     broken.write_text("not a png")
     out = tmp_path / "out"
-    result = zf_attr_cli("explain", str(image_folder / "shape0.png"), str(broken), "--out", str(out))
+    result = zf_attr_cli(
+        "explain", str(image_folder / "shape0.png"), str(broken), "--model", "zfnet", "--out", str(out)
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().startswith(f"zf-attr: error: cannot read image '{broken}'")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"zf-attr: error: cannot read image '{broken}'")
     assert (out / "shape0.png").is_file()  # the image finished before the failure stays
-    assert list(np.load(out / "attributions.npz").files)[:1] == ["shape0/deconvnet"]
+    assert list(np.load(out / "shape0.npz").files)[:1] == ["deconvnet"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is False and [entry["figure"] for entry in summary["images"]] == ["shape0.png"]
+    assert summary["not_done"] == [str(broken)] and "cannot read image" in summary["error"]
     page = (out / "report.html").read_text()
-    assert "The run stopped early" in page and "cannot read image" in page and "base64," in page
+    assert "The run stopped early" in page and "cannot read image" in page and "report/thumbs/shape0.jpg" in page
 
 
 def test_occlusion_study_command(image_folder: Path, tmp_path: Path) -> None:
@@ -128,7 +141,8 @@ def test_occlusion_study_command(image_folder: Path, tmp_path: Path) -> None:
     assert summary["layer"] == "pool5" and summary["window"] == 40
     rows, cols = len(summary["row_starts"]), len(summary["col_starts"])
     assert np.array(summary["target_probability"]).shape == (rows, cols) == (7, 7)
-    assert summary["target"] == ShapesDataset(3, seed=9).sample(2).class_name
+    assert summary["target"] == summary["predicted"] == ShapesDataset(3, seed=9).sample(2).class_name
+    assert summary["target_given"] is False and summary["target_index"] == summary["predicted_index"]
     wrong = zf_attr_cli("occlusion-study", str(image_folder / "shape2.png"), "--layer", "conv9", "--out", str(out))
     assert wrong.returncode == 1
     assert wrong.stderr.strip() == (
@@ -159,8 +173,8 @@ def test_model_from_a_package_module_factory(image_folder: Path, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"].startswith("my_models:tiny") and summary["images"][0]["target"] in "01234"
-    arrays = np.load(out / "attributions.npz")
-    assert arrays["shape1/deconvnet"].shape == (3, 32, 32) and arrays["shape1/gradcam"].shape == (1, 32, 32)
+    arrays = np.load(out / "shape1.npz")
+    assert arrays["deconvnet"].shape == (3, 32, 32) and arrays["gradcam"].shape == (1, 32, 32)
     missing = zf_attr_cli(*args[:2], "--model", "my_models:huge", "--out", str(out), cwd=tmp_path)
     assert missing.returncode == 1
     assert missing.stderr.startswith("zf-attr: error: --model 'my_models:huge': cannot load 'huge' from 'my_models'")

@@ -201,6 +201,8 @@ class _Run:
             for decoded in batch:
                 item = mine[decoded.index]
                 if decoded.error is not None:
+                    if not self.args.skip_errors and good:  # finish the images before the failing one first
+                        self._explain(good, manifest, progress)
                     self._fail(item, decoded.error, manifest, progress)
                     continue
                 if decoded.size is not None and min(decoded.size) < self.loaded.size:
