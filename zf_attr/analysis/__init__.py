@@ -2,6 +2,8 @@
 
 - :mod:`~zf_attr.analysis.atlas`: top-k mining over a data set and the top-9 atlas (Fig. 2);
 - :mod:`~zf_attr.analysis.evolution`: feature evolution during training (Fig. 4);
+- :mod:`~zf_attr.analysis.invariance`: feature distances and p(true class) under translation, scale, rotation
+  (Fig. 5);
 - :mod:`~zf_attr.analysis.occlusion`: the four-panel occlusion study (Fig. 7);
 - :mod:`~zf_attr.analysis.comparison`: attribution methods side by side, with metrics and tables.
 
@@ -11,6 +13,7 @@
 from zf_attr.analysis.atlas import Atlas, TopKActivations, mine_top_k, plot_atlas, project_top_k, save_atlas
 from zf_attr.analysis.comparison import ALL_METRICS, KNOWN_METHODS, Comparison, centre_prior, compare, random_map
 from zf_attr.analysis.evolution import EvolutionSnapshot, FeatureEvolution
+from zf_attr.analysis.invariance import InvarianceStudy, invariance_study
 from zf_attr.analysis.occlusion import OcclusionStudy, occlusion_study, project_feature_map
 from zf_attr.analysis.tables import SummaryTable
 
@@ -21,11 +24,13 @@ __all__ = [
     "Comparison",
     "EvolutionSnapshot",
     "FeatureEvolution",
+    "InvarianceStudy",
     "OcclusionStudy",
     "SummaryTable",
     "TopKActivations",
     "centre_prior",
     "compare",
+    "invariance_study",
     "mine_top_k",
     "occlusion_study",
     "plot_atlas",
