@@ -1,6 +1,7 @@
 """The paper's analyses as tools, one subpackage per study, each with its computation, result type and figure.
 
 - :mod:`~zf_attr.analysis.atlas`: top-k mining over a data set and the top-9 atlas (Fig. 2);
+- :mod:`~zf_attr.analysis.correspondence`: whether occluding the same part changes features alike (Table 1);
 - :mod:`~zf_attr.analysis.evolution`: feature evolution during training (Fig. 4);
 - :mod:`~zf_attr.analysis.invariance`: feature distances and p(true class) under translation, scale, rotation
   (Fig. 5);
@@ -12,6 +13,7 @@
 
 from zf_attr.analysis.atlas import Atlas, TopKActivations, mine_top_k, plot_atlas, project_top_k, save_atlas
 from zf_attr.analysis.comparison import ALL_METRICS, KNOWN_METHODS, Comparison, centre_prior, compare, random_map
+from zf_attr.analysis.correspondence import CorrespondenceStudy, correspondence_study
 from zf_attr.analysis.evolution import EvolutionSnapshot, FeatureEvolution
 from zf_attr.analysis.invariance import InvarianceStudy, invariance_study
 from zf_attr.analysis.occlusion import OcclusionStudy, occlusion_study, project_feature_map
@@ -22,6 +24,7 @@ __all__ = [
     "KNOWN_METHODS",
     "Atlas",
     "Comparison",
+    "CorrespondenceStudy",
     "EvolutionSnapshot",
     "FeatureEvolution",
     "InvarianceStudy",
@@ -30,6 +33,7 @@ __all__ = [
     "TopKActivations",
     "centre_prior",
     "compare",
+    "correspondence_study",
     "invariance_study",
     "mine_top_k",
     "occlusion_study",

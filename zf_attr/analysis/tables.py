@@ -37,6 +37,7 @@ class SummaryTable:
         mean: ``mean[method][metric]``; NaN when there is no value.
         std: the sample standard deviation (``n - 1``), NaN for fewer than two values.
         count: the number of (non-NaN) per-image values.
+        row_label: the title of the row-name column in Markdown and LaTeX (the CSV column is always ``method``).
 
     Example:
         >>> table = SummaryTable.from_values({"pointing": {"a": [1.0, 1.0], "b": [0.0, 1.0]}}, ("pointing",))
@@ -58,6 +59,7 @@ class SummaryTable:
     mean: dict[str, dict[str, float]]
     std: dict[str, dict[str, float]]
     count: dict[str, dict[str, int]]
+    row_label: str = "method"
 
     @classmethod
     def from_values(cls, values: dict[str, dict[str, list[float]]], metrics: tuple[str, ...]) -> SummaryTable:
@@ -109,7 +111,7 @@ class SummaryTable:
         """A GitHub Markdown table; arrows give each metric's direction, the best means are bold."""
         best = {metric: self.best(metric, decimals) for metric in self.metrics}
         lines = [
-            "| method | " + " | ".join(_title(m) for m in self.metrics) + " |",
+            f"| {_escape_markdown(self.row_label)} | " + " | ".join(_title(m) for m in self.metrics) + " |",
             "|:--|" + "--:|" * len(self.metrics),
         ]
         for method in self.methods:
@@ -127,7 +129,7 @@ class SummaryTable:
         lines = [
             r"\begin{tabular}{l" + "r" * len(self.metrics) + "}",
             r"\toprule",
-            f"Method & {header} \\\\",
+            f"{_escape_latex(self.row_label.capitalize())} & {header} \\\\",
             r"\midrule",
         ]
         for method in self.methods:
