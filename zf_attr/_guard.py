@@ -40,6 +40,7 @@ from zf_attr.errors import ZFAttrWarning
 __all__ = [
     "CallGuard",
     "caller_stacklevel",
+    "check_finite",
     "check_forward_arguments",
     "check_tensors",
     "fresh",
@@ -150,8 +151,7 @@ def _serialise(scope: Attachment, lock: threading.RLock) -> None:
 
     def release() -> None:
         if held[0]:
-            lock.release()
-            held[0] = False
+            held[0] = lock.release()  # one line: released and marked so (``release`` returns None), or neither
 
     scope.undo.append(release)
     held[0] = lock.acquire()
@@ -212,15 +212,22 @@ def check_tensors(model: Any, tensors: Mapping[str, Any], *, integer_ok: bool = 
                     f"{name} has dtype {tensor.dtype} but the model's parameters are {reference.dtype}; convert "
                     f"one of them: {name}.to({reference.dtype}) or model.to({tensor.dtype})"
                 )
-            bad = int((~torch.isfinite(tensor)).sum())
-            if bad:
-                raise ValueError(
-                    f"{name} holds {bad} non-finite value(s) (NaN or ±Inf) of {tensor.numel()}; attributions of "
-                    "such an input are meaningless (a deconvnet map would still look plausible): clean or drop "
-                    "those examples first"
-                )
+            check_finite(name, tensor)
         elif not integer_ok and tensor.dtype != torch.bool:
             raise TypeError(f"{name} has dtype {tensor.dtype}; pass floating-point values")
+
+
+def check_finite(name: str, value: Any) -> None:
+    """Raise ``ValueError`` naming ``name`` and the count if the number or tensor ``value`` holds NaN or ±Inf."""
+    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        return
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise ValueError(
+            f"{name} holds {bad} non-finite value(s) (NaN or ±Inf) of {tensor.numel()}; attributions of such an "
+            "input are meaningless (a deconvnet map would still look plausible): clean or drop those examples first"
+        )
 
 
 def check_forward_arguments(model: Any, num_inputs: int, extra: tuple[Any, ...], argument: str) -> None:

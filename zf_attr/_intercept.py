@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from zf_attr._lifecycle import Attachment, call_running, live_attachments, mode_is_active, recover_stale
+from zf_attr._lifecycle import (
+    Attachment,
+    call_running,
+    caller_frame,
+    live_attachments,
+    mode_is_active,
+    recover_stale,
+)
 from zf_attr.rules import (
     NONRECTIFIER_POLICIES,
     BackwardRule,
@@ -210,13 +217,12 @@ class Interceptor:
             raise RuntimeError(
                 "a zf_attr interception is already active in this thread; nested attributions are not supported"
             )
-        attachment = self._attachment = Attachment(internal=internal)
+        attachment = self._attachment = Attachment(None if internal else caller_frame())
         try:
             if isinstance(self.model, nn.Module):
                 for name, module in self.model.named_modules():
-                    push = attachment.bound(functools.partial(self._push, name))
-                    attachment.add(module.register_forward_pre_hook(push))
-                    attachment.add(module.register_forward_hook(attachment.bound(self._pop), always_call=True))
+                    attachment.hook(module.register_forward_pre_hook, functools.partial(self._push, name))
+                    attachment.hook(module.register_forward_hook, self._pop, always_call=True)
             attachment.mode = _InterceptMode(self._handlers, attachment)
             return attachment.mode.__enter__() and self.trace  # one line: pushed and returned, or neither
         except BaseException:

@@ -8,12 +8,16 @@ so an exception or ``KeyboardInterrupt`` landing on any line of a set-up or tear
 listed attachment behind, which the next zf_attr call in that thread finds and finishes undoing
 (:func:`recover_stale`).
 
+What is stale: an attachment belongs to a frame while it is in use (a public call's scope to the call's frame, a
+user's :func:`zf_attr.intercept` context to the frame running the ``with`` statement); when no public call runs,
+every attachment whose frame is not on the current stack is stale.
+
 Example:
     >>> import torch
     >>> layer = torch.nn.Linear(2, 2)
     >>> seen = []
     >>> with Attachment() as hooks:
-    ...     _ = hooks.add(layer.register_forward_hook(hooks.bound(lambda m, a, o: seen.append(o.shape))))
+    ...     hooks.hook(layer.register_forward_hook, lambda m, a, o: seen.append(o.shape))
     ...     _ = layer(torch.zeros(1, 2))
     >>> seen, len(layer._forward_hooks)
     ([torch.Size([1, 2])], 0)
@@ -34,6 +38,7 @@ __all__ = [
     "Attachment",
     "begin_call",
     "call_running",
+    "caller_frame",
     "live_attachments",
     "mode_is_active",
     "recover_stale",
@@ -51,27 +56,23 @@ def live_attachments() -> list[Attachment]:
 
 
 class Attachment:
-    """Hooks (and a torch-function mode) attached for one operation in one thread; undone together, idempotently.
+    """Hooks, a torch-function mode and undo steps attached for one operation in one thread; undone together.
 
     Args:
-        internal: ``True`` for attachments made inside a zf_attr call (stale as soon as no zf_attr call runs);
-            ``False`` for a context the user holds open (:func:`zf_attr.intercept`): stale only once its mode
-            is no longer on the thread's torch-function mode stack.
+        frame: the frame this attachment is in use for (see the module docstring); ``None``: in use only while
+            a public call runs.
+        call: this is a public call's own scope (:func:`begin_call`).
     """
 
-    def __init__(self, internal: bool = True, frame: FrameType | None = None) -> None:
+    def __init__(self, frame: FrameType | None = None, *, call: bool = False) -> None:
         self.thread = threading.get_ident()
-        self.internal = internal
         self.armed = True
+        self.call = call
         self.handles: list[RemovableHandle] = []
         self.mode: TorchFunctionMode | None = None
-        self.frame = frame  # for a call's own scope: the frame of the public call, while it runs
         self.undo: list[Callable[[], Any]] = []
-        live_attachments().append(self)
-
-    def owns_call(self) -> bool:
-        """True while armed, in the thread that attached it."""
-        return self.armed and threading.get_ident() == self.thread
+        self.frame = frame
+        live_attachments().append(self)  # last: listed once it is complete enough to be closed
 
     def bound(self, hook: Callable[..., Any]) -> Callable[..., Any]:
         """``hook`` restricted to this attachment's thread while it is armed (a no-op returning ``None`` else)."""
@@ -83,30 +84,43 @@ class Attachment:
 
         return call
 
-    def add(self, handle: RemovableHandle) -> RemovableHandle:
-        """Keep ``handle`` to remove it on :meth:`close`."""
-        self.handles.append(handle)
-        return handle
+    def hook(self, register: Callable[..., RemovableHandle], hook: Callable[..., Any], **options: Any) -> None:
+        """Register ``hook`` (restricted by :meth:`bound`) with ``register(hook, **options)``; removed on close.
+
+        Registering and keeping the handle happen on one line, so no line-level interrupt falls between them.
+        """
+        self.handles.append(register(self.bound(hook), **options))
 
     def close(self) -> None:
-        """Disarm, pop the mode, remove every hook, run the ``undo`` callbacks (last first), leave the live list.
+        """Disarm, pop the mode, remove the hooks, run the undo steps (last first); closing twice is harmless.
 
-        Each step runs whatever the others do; the first error is raised at the end.
+        Each step runs whatever the others raise; the attachment leaves the live list only when all of them
+        succeeded (else the first error is raised and a later :func:`recover_stale` finishes the job).
         """
         self.armed = False
         self.frame = None
-        try:
-            remove_mode(self.mode)
-        finally:
+        error: BaseException | None = None
+        for step in (self._pop_mode, self._remove_hooks, self._run_undo):
             try:
-                for handle in self.handles:
-                    handle.remove()  # removing twice is safe
-                self.handles.clear()
-            finally:
-                try:
-                    _run_all(self.undo)
-                finally:
-                    _forget(self)
+                step()
+            except BaseException as raised:  # the other steps still run; raised below
+                error = error or raised
+        if error is not None:
+            raise error
+        _forget(self)
+
+    def _pop_mode(self) -> None:
+        remove_mode(self.mode)
+
+    def _remove_hooks(self) -> None:
+        for handle in self.handles:
+            handle.remove()  # removing twice is safe
+        self.handles.clear()
+
+    def _run_undo(self) -> None:
+        while self.undo:
+            self.undo[-1]()  # each undo step is idempotent: it may run again if interrupted before the pop
+            self.undo.pop()
 
     def __enter__(self) -> Attachment:
         return self
@@ -114,20 +128,6 @@ class Attachment:
     def __exit__(self, *exc_info: object) -> bool:
         self.close()
         return False
-
-
-def _run_all(callbacks: list[Callable[[], Any]]) -> None:
-    """Run and drop every callback, last first; each runs whatever the others raise (the first error is re-raised)."""
-    error: BaseException | None = None
-    while callbacks:
-        try:
-            callbacks[-1]()
-        except BaseException as raised:
-            error = error or raised
-        finally:
-            callbacks.pop()
-    if error is not None:
-        raise error
 
 
 def _forget(attachment: Attachment) -> None:
@@ -163,27 +163,43 @@ def remove_mode(mode: TorchFunctionMode | None) -> None:
             _push_mode(entry)
 
 
-def recover_stale() -> None:
-    """Finish undoing what an interrupted zf_attr call left in this thread.
+def _stack(frame: FrameType | None) -> list[FrameType]:
+    frames = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    return frames
 
-    Called at the start of every public zf_attr call: internal attachments cannot belong to a call in progress
-    then, and a user's interception context whose mode has left the stack is over. A user's context that is
-    still open (its mode on the stack) is kept.
+
+def _on(frames: list[FrameType], frame: FrameType | None) -> bool:
+    return frame is not None and any(entry is frame for entry in frames)
+
+
+def recover_stale() -> None:
+    """Finish undoing what an interrupted zf_attr call or context left in this thread.
+
+    Called when no public call runs (at the start of the outermost one, and when a user's context opens): every
+    attachment whose frame is not on the current stack is then stale. A user's context still open (its ``with``
+    statement's frame on the stack) is kept.
     """
+    frames = _stack(sys._getframe(1))
     for attachment in list(live_attachments()):
-        if attachment.internal or not attachment.armed or not mode_is_active(attachment.mode):
+        if not _on(frames, attachment.frame):
             attachment.close()
 
 
 def call_running() -> bool:
     """Whether a public zf_attr call is in progress in this thread (a listed call scope's frame is on the stack)."""
-    scopes = [attachment.frame for attachment in live_attachments() if attachment.frame is not None]
-    frame: FrameType | None = sys._getframe(1) if scopes else None
-    while frame is not None:
-        if any(scope is frame for scope in scopes):
-            return True
+    scopes = [attachment.frame for attachment in live_attachments() if attachment.call and attachment.frame]
+    return bool(scopes) and any(_on(_stack(sys._getframe(1)), scope) for scope in scopes)
+
+
+def caller_frame() -> FrameType | None:
+    """The first frame outside zf_attr and ``contextlib`` above the caller (the user's ``with`` statement)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("zf_attr", "contextlib"):
         frame = frame.f_back
-    return False
+    return frame
 
 
 def begin_call(depth: int = 1) -> Attachment:
@@ -198,4 +214,4 @@ def begin_call(depth: int = 1) -> Attachment:
     """
     if not call_running():
         recover_stale()
-    return Attachment(internal=True, frame=sys._getframe(depth))
+    return Attachment(sys._getframe(depth), call=True)

@@ -85,11 +85,10 @@ def capture_layer_output(
         keep(args[0] if args else None, "input")
 
     with Attachment() as hooks:
-        hooks.add(
-            layer.register_forward_pre_hook(hooks.bound(pre_hook))
-            if layer_input
-            else layer.register_forward_hook(hooks.bound(hook))
-        )
+        if layer_input:
+            hooks.hook(layer.register_forward_pre_hook, pre_hook)
+        else:
+            hooks.hook(layer.register_forward_hook, hook)
         try:
             output = model(*fresh(inputs))
         except _StopForward:
@@ -121,7 +120,7 @@ def default_feature_layer(model: nn.Module, inputs: tuple[Any, ...]) -> str:
 
     with Attachment() as hooks, torch.no_grad():
         for module in names:
-            hooks.add(module.register_forward_hook(hooks.bound(record)))
+            hooks.hook(module.register_forward_hook, record)
         model(*fresh(inputs))
     if not last:
         raise ValueError("the model has no layer with a spatial (N, C, H, W) output; pass layer= explicitly")
@@ -210,8 +209,8 @@ def children_chain(module: nn.Module, path: str, example: tuple[Any, ...]) -> li
 
     with Attachment() as hooks, torch.no_grad():
         for child_name, child in module.named_children():
-            hooks.add(child.register_forward_pre_hook(hooks.bound(lambda c, a, n=child_name: before(n, a))))
-            hooks.add(child.register_forward_hook(hooks.bound(lambda c, a, o: outputs.append(o))))
+            hooks.hook(child.register_forward_pre_hook, lambda c, a, n=child_name: before(n, a))
+            hooks.hook(child.register_forward_hook, lambda c, a, o: outputs.append(o))
         try:
             module(*example)
         except _Reached:

@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from zf_attr._guard import fresh
+from zf_attr._lifecycle import Attachment
+
 __all__ = ["LayerMap", "layer_map"]
 
 
@@ -91,14 +94,13 @@ def layer_map(
                 raise _Decided
             watch.output = output
 
-    handle = layer.register_forward_hook(hook)
-    try:
-        with torch.no_grad(), watch:
-            model(*inputs)
-    except _Decided:
-        pass
-    finally:
-        handle.remove()
+    with Attachment() as hooks:  # this thread's forward passes only; removed (or recovered) whatever happens
+        hooks.hook(layer.register_forward_hook, hook)
+        try:
+            with torch.no_grad(), watch:
+                model(*fresh(inputs))  # a copy: an in-place first layer must not write into the caller's tensor
+        except _Decided:
+            pass
     if watch.decided is None and watch.output is None:
         raise ValueError(f"layer {name!r} was not called during the forward pass")
     decided = watch.decided or LayerMap(name)

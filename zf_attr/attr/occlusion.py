@@ -19,7 +19,7 @@ from zf_attr._captum_compat import (
     input_names,
     select_targets,
 )
-from zf_attr._guard import check_forward_arguments, check_tensors, fresh, guarded
+from zf_attr._guard import check_finite, check_forward_arguments, check_tensors, fresh, guarded
 from zf_attr.occlusion import (
     copies_per_batch,
     default_memory_budget,
@@ -168,7 +168,9 @@ class OcclusionSensitivity(PerturbationAttribution):
         extra = format_additional_forward_args(additional_forward_args)
         check_forward_arguments(self.forward_func, len(inputs_tuple), extra, "additional_forward_args")
         check_tensors(self.forward_func, input_names(inputs_tuple, was_tuple), integer_ok=True)
-        check_tensors(self.forward_func, input_names(fills, was_tuple, "baselines"), integer_ok=True)
+        for name, fill in input_names(fills, was_tuple, "baselines").items():
+            # the values as given, not their broadcast copies (stride 0)
+            check_finite(name, fill[tuple(slice(0, 1) if step == 0 else slice(None) for step in fill.stride())])
         if perturbations_per_eval is not None and (
             isinstance(perturbations_per_eval, bool)
             or not isinstance(perturbations_per_eval, int)

@@ -207,7 +207,7 @@ def _layers_by_call_order(model: nn.Module, images: Tensor) -> list[str]:
 
     with Attachment() as hooks, torch.no_grad():
         for module in names:
-            hooks.add(module.register_forward_pre_hook(hooks.bound(record)))
+            hooks.hook(module.register_forward_pre_hook, record)
         model(*fresh((images,)))
     return called[::-1]
 

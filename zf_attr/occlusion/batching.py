@@ -87,7 +87,7 @@ def measured_forward(forward: Callable[[], Any], inputs: tuple[Tensor, ...]) -> 
         activations = torch.cuda.max_memory_allocated(device) - before
         return output, max(activations, _bytes(output)) + input_bytes
     with Attachment() as hooks:  # global: it sees this thread's module calls only
-        hooks.add(torch.nn.modules.module.register_module_forward_hook(hooks.bound(record)))
+        hooks.hook(torch.nn.modules.module.register_module_forward_hook, record)
         output = forward()
     return output, CPU_COPY_FACTOR * largest + input_bytes + _bytes(output)
 

@@ -90,7 +90,7 @@ def count_macs() -> Iterator[list[int]]:
             total[0] += output.numel() * (module.weight.numel() // module.weight.shape[0])
 
     with Attachment() as hooks:  # global, but it counts this thread's module calls only
-        hooks.add(torch.nn.modules.module.register_module_forward_hook(hooks.bound(record)))
+        hooks.hook(torch.nn.modules.module.register_module_forward_hook, record)
         yield total
 
 
