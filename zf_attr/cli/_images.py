@@ -63,12 +63,12 @@ class InputFile:
         return self.path.parent.name
 
 
-def _walk(folder: Path, exclude: Path | None) -> list[Path]:
+def _walk(folder: Path, exclude: set[Path]) -> list[Path]:
     """Image files under ``folder``, recursively, sorted by their relative path; hidden entries skipped."""
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
         here = Path(root)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() not in exclude]
         found += [here / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
@@ -84,13 +84,13 @@ def _key(path: Path, root: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix()
 
 
-def collect_inputs(patterns: Sequence[str], *, exclude: Path | None = None) -> list[InputFile]:
+def collect_inputs(patterns: Sequence[str], *, exclude: Path | Sequence[Path] = ()) -> list[InputFile]:
     """Expand files, folders and glob patterns into :class:`InputFile` s with unique output keys.
 
     Args:
         patterns: what the user named: image files, folders (walked recursively) and glob patterns (``**``
             matches any depth).
-        exclude: a folder never entered (the run's output folder when it lies inside an input folder).
+        exclude: folders never entered (the run's output folder, a masks folder, inside an input folder).
 
     Returns:
         The inputs in order: the patterns in the order given, each expanded sorted; a file reached twice is kept
@@ -108,12 +108,12 @@ def collect_inputs(patterns: Sequence[str], *, exclude: Path | None = None) -> l
         >>> [item.key for item in collect_inputs([str(root)])]
         ['cats/1', 'dogs/1', 'dogs/2']
     """
-    resolved_exclude = exclude.resolve() if exclude is not None else None
+    excluded = {path.resolve() for path in ([exclude] if isinstance(exclude, Path) else exclude)}
     found: list[InputFile] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            found += [InputFile(p, _key(p, path)) for p in _walk(path, resolved_exclude)]
+            found += [InputFile(p, _key(p, path)) for p in _walk(path, excluded)]
         elif path.is_file():
             found.append(InputFile(path, path.stem))
         else:
@@ -146,7 +146,7 @@ def _refuse_collisions(inputs: Sequence[InputFile]) -> None:
             )
 
 
-def find_images(patterns: Sequence[str], *, exclude: Path | None = None) -> list[Path]:
+def find_images(patterns: Sequence[str], *, exclude: Path | Sequence[Path] = ()) -> list[Path]:
     """The paths of :func:`collect_inputs` (files, folders walked recursively, glob patterns), in order."""
     return [item.path for item in collect_inputs(patterns, exclude=exclude)]
 

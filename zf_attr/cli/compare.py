@@ -1,8 +1,9 @@
 """``zf-attr compare``: deconvnet, occlusion and Grad-CAM side by side, with localisation and faithfulness scores.
 
-Images come from files (``IMAGES``, optionally with object masks: ``--masks DIR`` holding ``<stem>.png``, any
-non-zero pixel is object) or from the generated data set of the bundled ZFNet (``--shapes N``: the test split,
-true labels and ground-truth masks). Runs :func:`zf_attr.analysis.compare` and writes ``comparison.png`` (rows =
+Images come from files (``IMAGES``: files, folders walked recursively, globs; optionally with object masks:
+``--masks DIR`` holding ``<key>.png``, the image's path relative to its folder, e.g. ``cats/1.png``; any non-zero
+pixel is object) or from the generated data set of the bundled ZFNet (``--shapes N``: the test split, true
+labels and ground-truth masks). Runs :func:`zf_attr.analysis.compare` and writes ``comparison.png`` (rows =
 images, columns = methods), the summary as ``comparison.csv``, ``.md`` and ``.tex``, ``comparison.json`` (every
 per-image value), ``maps.npz`` and ``report.html``.
 """
@@ -29,7 +30,7 @@ from zf_attr.cli._common import (
     open_model,
     write_json,
 )
-from zf_attr.cli._inputs import InputError, LoadedModel, find_images, read_image
+from zf_attr.cli._inputs import InputError, LoadedModel, collect_inputs, read_image
 
 __all__ = ["configure_compare", "run_compare"]
 
@@ -43,7 +44,7 @@ def configure_compare(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", help="image files, folders or globs (or use --shapes)")
     shapes_help = "use N generated test images of the bundled ZFNet, with true labels and masks"
     parser.add_argument("--shapes", type=int, default=None, metavar="N", help=shapes_help)
-    parser.add_argument("--masks", type=Path, default=None, metavar="DIR", help="object masks <stem>.png for IMAGES")
+    parser.add_argument("--masks", type=Path, default=None, metavar="DIR", help="masks <key>.png of IMAGES")
     methods = [name for name in KNOWN_METHODS if name not in BASELINES]
     parser.add_argument("--method", nargs="+", choices=methods, default=_DEFAULT_METHODS,
                         help=f"methods compared (default: {' '.join(_DEFAULT_METHODS)})")  # fmt: skip
@@ -73,17 +74,17 @@ def _shapes(loaded: LoadedModel, count: int) -> tuple[Tensor, list[int], Tensor,
 
 
 def _files(args: argparse.Namespace, loaded: LoadedModel) -> tuple[Tensor, list[int] | None, Tensor | None, list[str]]:
+    if args.masks is not None and not args.masks.is_dir():
+        raise CommandError(f"--masks {str(args.masks)!r} is not a folder")
     try:
-        paths = find_images(args.images)
-        images = torch.stack([read_image(path, loaded)[1] for path in paths])
+        inputs = collect_inputs(args.images, exclude=[args.out, *([args.masks] if args.masks else [])])
+        images = torch.stack([read_image(item.path, loaded)[1] for item in inputs])
     except InputError as error:
         raise CommandError(str(error)) from error
     masks = None
     if args.masks is not None:
-        if not args.masks.is_dir():
-            raise CommandError(f"--masks {str(args.masks)!r} is not a folder")
-        masks = torch.stack([_read_mask(args.masks / f"{path.stem}.png", loaded) for path in paths])
-    return images, None, masks, [path.name for path in paths]
+        masks = torch.stack([_read_mask(args.masks / f"{item.key}.png", loaded) for item in inputs])
+    return images, None, masks, [item.key + item.path.suffix for item in inputs]
 
 
 def _read_mask(path: Path, loaded: LoadedModel) -> Tensor:
