@@ -33,7 +33,7 @@ def filter_grid(filters: Any, pad: int = 1) -> np.ndarray:
     Example:
         >>> import torch
         >>> filter_grid(torch.randn(5, 3, 4, 4)).shape
-        (16, 16, 3)
+        (11, 16, 3)
     """
     weights = filters.detach().double().cpu().numpy()
     if weights.shape[1] != 3:
