@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from zf_attr.analysis import correspondence_study
@@ -112,3 +113,27 @@ def test_bad_input_is_refused_naming_the_argument(arguments: dict, error: type, 
     call.update(arguments)
     with pytest.raises(error, match=named):
         correspondence_study(small_model(), call.pop("images"), call.pop("part_masks"), **call)
+
+
+def test_the_command_on_generated_shapes_and_on_files(tmp_path, capsys) -> None:
+    from zf_attr.cli import main
+
+    out = tmp_path / "shapes"
+    assert main(["correspondence", "--count", "2", "--random-draws", "2", "--out", str(out), "--quiet"]) == 0
+    assert {path.suffix for path in out.iterdir()} == {".md", ".tex", ".csv", ".json", ".png", ".html"}
+    assert parse_markdown((out / "correspondence.md").read_text()).methods[-1] == "random"
+    data = ShapesDataset(2, seed=2, normalize=False)
+    for i in range(2):
+        array = (data.sample(i).image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        Image.fromarray(array).save(tmp_path / f"image{i}.png")
+    parts = tmp_path / "parts.json"
+    parts.write_text(json.dumps({"corner": [[0, 0, 20, 20], [4, 4, 24, 24]]}))
+    files = [str(tmp_path / "image0.png"), str(tmp_path / "image1.png")]
+    out = tmp_path / "files"
+    assert (
+        main(["correspondence", *files, "--parts", str(parts), "--random-draws", "2", "--out", str(out), "--quiet"])
+        == 0
+    )
+    assert json.loads((out / "correspondence.json").read_text())["images"] == files
+    assert main(["correspondence", *files, "--out", str(out), "--quiet"]) == 1
+    assert "--parts" in capsys.readouterr().err

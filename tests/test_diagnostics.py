@@ -105,3 +105,15 @@ def test_bad_input_is_refused_naming_the_argument(arguments: dict, error: type, 
     call.update(arguments)
     with pytest.raises(error, match=named):
         filter_diagnostics(planted_model(), call.pop("probe_images"), **call)
+
+
+def test_the_command_writes_figure_and_json(tmp_path, capsys) -> None:
+    from zf_attr.cli import main
+
+    out = tmp_path / "out"
+    assert main(["diagnostics", "--probes", "4", "--out", str(out), "--quiet"]) == 0
+    payload = json.loads((out / "diagnostics.json").read_text())
+    assert list(payload["layers"]) == ["conv1", "conv2"] and payload["probes"] == 4
+    assert (out / "diagnostics.png").stat().st_size > 0 and (out / "report.html").exists()
+    assert main(["diagnostics", "--probes", "2", "--layers", "fc6", "--out", str(out), "--quiet"]) == 1
+    assert "layers" in capsys.readouterr().err

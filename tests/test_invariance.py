@@ -112,3 +112,22 @@ def test_bad_input_is_refused_naming_the_argument(arguments: dict, error: type, 
     call.update(arguments)
     with pytest.raises(error, match=named):
         invariance_study(toy_model(), call.pop("images"), call.pop("targets"), **call)
+
+
+def test_the_command_writes_figure_json_and_csv(tmp_path, capsys) -> None:
+    from zf_attr.cli import main
+
+    out = tmp_path / "out"
+    code = main(["invariance", "--shapes", "2", "--transforms", "rotation", "--sweep", "rotation=0,90", "--out",
+                 str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    assert sorted(path.name for path in out.iterdir()) == [
+        "invariance.csv", "invariance.json", "invariance.png", "report.html"
+    ]  # fmt: skip
+    payload = json.loads((out / "invariance.json").read_text())
+    assert payload["sweeps"] == {"rotation": [0.0, 90.0]} and payload["layers"] == ["conv1", "fc7"]
+    assert payload["distances"]["rotation"]["fc7"][0][0] == 0.0
+    assert main(["invariance", "--shapes", "1", "--layers", "conv9", "--out", str(out), "--quiet"]) == 1
+    assert "layers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["invariance", "--sweep", "rotation", "--out", str(out)])

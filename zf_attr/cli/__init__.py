@@ -25,7 +25,10 @@ from zf_attr.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, CommandError
 from zf_attr.cli.atlas import configure_atlas, run_atlas
 from zf_attr.cli.bench import configure_bench, run_bench
 from zf_attr.cli.compare import configure_compare, run_compare
+from zf_attr.cli.correspondence import configure_correspondence, run_correspondence
+from zf_attr.cli.diagnostics import configure_diagnostics, run_diagnostics
 from zf_attr.cli.explain import configure_explain, run_explain
+from zf_attr.cli.invariance import configure_invariance, run_invariance
 from zf_attr.cli.occlusion_study import configure_occlusion_study, run_occlusion_study
 from zf_attr.cli.train import configure_demo, configure_train, run_demo, run_train
 
@@ -63,6 +66,21 @@ COMMANDS: dict[str, Command] = {
         "the paper's four-panel occlusion study (Fig. 7) of one image: figure and JSON",
         configure_occlusion_study,
         run_occlusion_study,
+    ),
+    "invariance": Command(
+        "feature distances and p(class) under translation, scale and rotation (Fig. 5): figure, JSON, CSV",
+        configure_invariance,
+        run_invariance,
+    ),
+    "correspondence": Command(
+        "do occlusions of one object part change different images' features alike (Table 1): tables and figure",
+        configure_correspondence,
+        run_correspondence,
+    ),
+    "diagnostics": Command(
+        "first-layer filters, their frequencies, dead maps and aliasing (Fig. 6): figure and JSON",
+        configure_diagnostics,
+        run_diagnostics,
     ),
     "compare": Command(
         "deconvnet, occlusion, Grad-CAM and baselines side by side: figure and metric tables (CSV, Markdown, LaTeX)",
