@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +78,28 @@ def test_atlas_bad_arguments(shape_image_files: Path, tmp_path: Path, args: list
     assert result.returncode == 1
     assert result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_atlas_under_torchrun_equals_one_process(tmp_path: Path) -> None:
+    args = ["atlas", "--shapes", "6", "--layer", "conv1", "--channels", "0", "1", "--k", "2", "--device", "cpu",
+            "--quiet"]  # fmt: skip
+    single = zf_attr_cli(*args, "--out", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
+               "-m", "zf_attr", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr
+    one = json.loads((tmp_path / "one" / "atlas.json").read_text())
+    two = json.loads((tmp_path / "two" / "atlas.json").read_text())
+    assert [[e["image_id"] for e in c["top"]] for c in two["channels"]] == [
+        [e["image_id"] for e in c["top"]] for c in one["channels"]
+    ]
+    assert TopKActivations.load(tmp_path / "two" / "mined.pt").images_seen == 6
+    assert sorted(p.name for p in (tmp_path / "two").glob("mined*.pt")) == [
+        "mined.pt", "mined.rank0-of-2.pt", "mined.rank1-of-2.pt"
+    ]  # fmt: skip

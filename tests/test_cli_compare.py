@@ -77,3 +77,13 @@ def test_compare_missing_mask_names_the_file(shape_image_files: Path, tmp_path: 
                          "--device", "cpu", "--out", str(tmp_path / "out"))  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("zf-attr: error: --masks: no mask 'shape0.png'")
+
+
+def test_compare_under_torchrun_says_it_runs_in_one_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from zf_attr.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["compare", "--shapes", "2"]) == 1
+    assert capsys.readouterr().err.startswith("zf-attr: error: compare runs in one process")

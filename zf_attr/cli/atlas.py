@@ -4,7 +4,8 @@ Mines the ``k`` strongest activations of every chosen feature map of ``--layer``
 by k × channels; ``mined.pt`` checkpointed as it goes, ``--resume`` continues an interrupted run), then projects
 each to pixel space with the deconvnet and crops its receptive field. Writes ``atlas.png`` (projections beside
 image patches, per channel), ``mined.pt`` (:class:`~zf_attr.analysis.TopKActivations`), ``atlas.json`` (per
-channel: values, image files, locations, boxes), ``atlas.npz`` and ``report.html``.
+channel: values, image files, locations, boxes), ``atlas.npz`` and ``report.html``. Under ``torchrun`` the
+processes mine disjoint shards and rank 0 writes the merged result.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from zf_attr.cli._common import (
     add_output_arguments,
     check_layer,
     open_model,
+    prepare_out,
     write_json,
 )
+from zf_attr.cli._distributed import World, join_world
 from zf_attr.cli._inputs import InputError, LoadedModel, find_images, read_image
 
 __all__ = ["configure_atlas", "parse_channels", "run_atlas"]
@@ -85,7 +88,9 @@ def configure_atlas(parser: argparse.ArgumentParser) -> None:
         help="keep the k strongest locations wherever they are (default: one per image, as the paper)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/mined.pt of an interrupted run")
-    add_model_arguments(parser, layer_help="the layer, e.g. layer3 or features.28 (default: the last conv block)")
+    add_model_arguments(
+        parser, layer_help="the layer, e.g. layer3 or features.28 (default: the last conv block)", seed=True
+    )
     add_output_arguments(parser, "zf-attr-atlas")
 
 
@@ -121,36 +126,59 @@ class _Images(Dataset):
 
 
 def run_atlas(args: argparse.Namespace) -> int:
-    """Mine, project and draw the atlas; write the figure, the mined result, the numbers and the report."""
+    """Mine, project and draw the atlas; write the figure, the mined result, the numbers and the report.
+
+    Under ``torchrun`` every process mines its share of the images (``mined.rank<r>-of-<n>.pt`` checkpoints) and
+    gets the merged result; rank 0 alone projects, draws and writes the outputs.
+    """
+    if args.k < 1 or args.batch_size < 1 or args.workers < 0:
+        raise CommandError("--k and --batch-size must be at least 1, --workers at least 0")
+    world = join_world(args.device)
+    try:
+        return _run_atlas(args, world)
+    finally:
+        world.close()
+
+
+def _run_atlas(args: argparse.Namespace, world: World) -> int:
     from zf_attr.analysis import mine_top_k, project_top_k, save_atlas
     from zf_attr.attr._layers import default_feature_layer
 
-    if args.k < 1 or args.batch_size < 1 or args.workers < 0:
-        raise CommandError("--k and --batch-size must be at least 1, --workers at least 0")
     channels = parse_channels(args.channels)
-    loaded = open_model(args)
+    loaded = open_model(args, device=world.device(args.device))
     check_layer(loaded, args.layer)
     images, names, _ = _data(args, loaded)
     layer = args.layer
     if layer is None:
         layer = default_feature_layer(loaded.model, (images[0][None].to(loaded.device),))
-    outputs = Outputs(args.out, f"zf-attr atlas: {layer} of {loaded.note}, top {args.k} over {len(names)} images")
-    checkpoint = outputs.out / "mined.pt"
-    if args.resume and not checkpoint.is_file():
-        raise CommandError(f"--resume: no {checkpoint} to continue from (run without --resume first)")
+    out = prepare_out(args.out)
+    checkpoint = out / "mined.pt"
+    shard_file = out / f"mined.rank{world.rank}-of-{world.size}.pt" if world.distributed else checkpoint
+    if args.resume and not shard_file.is_file():
+        raise CommandError(f"--resume: no {shard_file} to continue from (run without --resume first)")
     loader = torch.utils.data.DataLoader(images, batch_size=args.batch_size, num_workers=args.workers)
-    progress = not args.quiet and sys.stderr.isatty()
-    with outputs.session():
+    progress = not args.quiet and sys.stderr.isatty() and world.rank == 0
+
+    def mine() -> Any:
         try:
-            mined = mine_top_k(
+            return mine_top_k(
                 loaded.model, layer, loader, k=args.k, channels=channels, one_per_image=not args.all_locations,
                 checkpoint=checkpoint, checkpoint_every=10, resume_from=checkpoint if args.resume else None,
-                show_progress=progress,
+                show_progress=progress, distributed=world.distributed,
             )  # fmt: skip
         except InputError as error:
             raise CommandError(str(error)) from error
         except ValueError as error:
             raise CommandError(f"--layer/--channels: {error}" if "layer" in str(error) else str(error)) from error
+
+    if world.rank != 0:
+        mine()
+        return 0
+    outputs = Outputs(out, f"zf-attr atlas: {layer} of {loaded.note}, top {args.k} over {len(names)} images")
+    with outputs.session():
+        mined = mine()
+        if world.distributed:
+            mined.save(checkpoint)  # the merged result, as a single process would have written it
         outputs.add(checkpoint)
         shown = [int(c) for c in mined.channels.tolist()][: len(channels) if channels else _SHOWN_BY_DEFAULT]
         atlas = project_top_k(loaded.model, mined, images, shown, variant=args.variant)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -105,6 +106,11 @@ def run_compare(args: argparse.Namespace) -> int:
     """Compare the methods on the images; write the figure, the tables, the values and the report."""
     from zf_attr.analysis import compare
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CommandError(
+            "compare runs in one process (its tables pool every image); launch it without torchrun "
+            "(explain and atlas split their inputs across torchrun's processes)"
+        )
     if (args.shapes is None) == (not args.images):
         raise CommandError("give either image files (IMAGES) or --shapes N, not both or neither")
     if args.shapes is not None and args.shapes < 1:
