@@ -104,7 +104,7 @@ def collect_inputs(patterns: Sequence[str], *, exclude: Path | Sequence[Path] = 
         >>> root = Path(tempfile.mkdtemp())
         >>> for name in ("cats/1.png", "dogs/1.png", "dogs/2.jpg"):
         ...     (root / name).parent.mkdir(exist_ok=True)
-        ...     (root / name).write_bytes(b"")
+        ...     _ = (root / name).write_bytes(b"")
         >>> [item.key for item in collect_inputs([str(root)])]
         ['cats/1', 'dogs/1', 'dogs/2']
     """

@@ -108,7 +108,7 @@ def read_classes(path: Path) -> tuple[str, ...]:
     Example:
         >>> import tempfile
         >>> file = Path(tempfile.mkdtemp()) / "classes.txt"
-        >>> _ = file.write_text("cat\\ndog\\n")
+        >>> _ = file.write_text("cat\ndog\n")
         >>> read_classes(file)
         ('cat', 'dog')
     """
