@@ -82,10 +82,10 @@ def save_correspondence_figure(
     for column, part in enumerate(study.parts, start=1):
         for i in range(shown):
             axis = figure.add_subplot(grid[i, column])
-            picture = image_to_display(study.images[i], mean, std).copy()
-            region = study.masks[part][i].numpy()
-            picture[region] = 0.5 * picture[region] + 0.5 * np.array([1.0, 0.2, 0.2])
-            axis.imshow(picture)
+            region = study.masks[part][i]
+            occluded = study.images[i].masked_fill(region[None].expand_as(study.images[i]), study.fill)
+            axis.imshow(image_to_display(occluded, mean, std))
+            axis.contour(region.numpy().astype(float), levels=[0.5], colors="yellow", linewidths=1.0)
             axis.set_xticks([])
             axis.set_yticks([])
             if i == 0:
@@ -94,8 +94,8 @@ def save_correspondence_figure(
                 axis.set_ylabel(f"image {i}", fontsize=8)
     draws = study.random_pairwise[study.layers[0]].shape[0]
     figure.suptitle(
-        f"Correspondence (as Zeiler & Fergus Table 1): {len(study.images)} images, each part occluded (red) with "
-        f"fill {study.fill:g}; random = regions of the same size at random places ({draws} draws)",
+        f"Correspondence (as Zeiler & Fergus Table 1): {len(study.images)} images, each part occluded "
+        f"(outlined) with fill {study.fill:g}; random = regions of the same size at random places ({draws} draws)",
         fontsize=9,
     )
     path = Path(path)
