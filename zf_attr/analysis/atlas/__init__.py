@@ -9,4 +9,6 @@ from zf_attr.analysis.atlas.mining import mine_top_k
 from zf_attr.analysis.atlas.projection import Atlas, project_top_k
 from zf_attr.analysis.atlas.topk import TopKActivations
 
+Atlas.draw = save_atlas  # the result type never imports its figure: see Atlas.draw
+
 __all__ = ["Atlas", "TopKActivations", "mine_top_k", "plot_atlas", "project_top_k", "save_atlas"]

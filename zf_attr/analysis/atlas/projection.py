@@ -20,21 +20,20 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from zf_attr.analysis.atlas.figure import save_atlas
 from zf_attr.analysis.atlas.topk import TopKActivations
 from zf_attr.attr._layers import capture_layer_output
 from zf_attr.attr.feature_map import FeatureMapDeconvnet
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError
 from zf_attr.errors import ZFAttrWarning
 
-__all__ = ["Atlas", "project_top_k", "save_atlas"]
+__all__ = ["Atlas", "project_top_k"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,9 +76,13 @@ class Atlas:
     projections: list[list[Tensor | None]]
     patches: list[list[Tensor | None]]
 
+    #: Draws the result: ``draw(result, path, **options)``, attached by the study's package from its figure
+    #: module (which imports this type for typing only; this module never imports the figure: no import circle).
+    draw: ClassVar[Callable[..., Any]]
+
     def save(self, path: Any, **kwargs: Any) -> Any:
-        """Draw and save the atlas as a PNG; see :func:`save_atlas` for the keyword arguments."""
-        return save_atlas(self, path, **kwargs)
+        """Draw and save the atlas as a PNG; see :func:`~zf_attr.analysis.save_atlas` for the keyword arguments."""
+        return type(self).draw(self, path, **kwargs)
 
 
 def project_top_k(

@@ -4,6 +4,8 @@ from zf_attr.analysis.comparison.figure import save_comparison_figure
 from zf_attr.analysis.comparison.methods import KNOWN_METHODS, centre_prior, random_map
 from zf_attr.analysis.comparison.study import ALL_METRICS, Comparison, compare
 
+Comparison.draw = save_comparison_figure  # the result type never imports its figure: see Comparison.draw
+
 __all__ = [
     "ALL_METRICS",
     "KNOWN_METHODS",

@@ -8,10 +8,10 @@ every method with the metrics of :mod:`zf_attr.metrics`. The result holds the ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +82,10 @@ class Comparison:
     notes: dict[str, str] = field(default_factory=dict)
     tolerance: float = 15
 
+    #: Draws the result: ``draw(result, path, **options)``, attached by the study's package from its figure
+    #: module (which imports this type for typing only; this module never imports the figure: no import circle).
+    draw: ClassVar[Callable[..., Path]]
+
     def summary(self) -> SummaryTable:
         """Mean ± sample std per method and metric (NaNs left out), ready for ``to_markdown`` / ``save``."""
         values = {m: {k: v.tolist() for k, v in self.values[m].items()} for m in self.metrics}
@@ -115,9 +119,7 @@ class Comparison:
 
     def save_figure(self, path: str | Path, **kwargs: Any) -> Path:
         """Draw the images × methods grid; see :func:`zf_attr.analysis.comparison.figure.save_comparison_figure`."""
-        from zf_attr.analysis.comparison.figure import save_comparison_figure
-
-        return save_comparison_figure(self, path, **kwargs)
+        return type(self).draw(self, path, **kwargs)
 
 
 def compare(

@@ -9,6 +9,8 @@ from zf_attr.analysis.correspondence.study import (
     sign_hamming,
 )
 
+CorrespondenceStudy.draw = save_correspondence_figure  # the result type never imports its figure
+
 __all__ = [
     "NORMALIZATIONS",
     "CorrespondenceStudy",

@@ -17,10 +17,10 @@ sample std over random draws; a part's single value has none).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -89,6 +89,10 @@ class CorrespondenceStudy:
     images: Tensor
     fill: float = 0.0
 
+    #: Draws the result: ``draw(result, path, **options)``, attached by the study's package from its figure
+    #: module (which imports this type for typing only; this module never imports the figure: no import circle).
+    draw: ClassVar[Callable[..., Path]]
+
     def summary(self) -> SummaryTable:
         """The table: rows the parts and ``random``, columns the layers, cells mean ± std."""
         rows = {**self.delta, "random": self.random}
@@ -136,9 +140,7 @@ class CorrespondenceStudy:
 
         See :func:`zf_attr.analysis.correspondence.figure.save_correspondence_figure` for the options.
         """
-        from zf_attr.analysis.correspondence.figure import save_correspondence_figure
-
-        return save_correspondence_figure(self, path, **options)
+        return type(self).draw(self, path, **options)
 
 
 def correspondence_study(

@@ -5,6 +5,8 @@ from zf_attr.analysis.diagnostics.spectra import BAND_EDGES, band_energy, near_n
 from zf_attr.analysis.diagnostics.study import FilterDiagnostics, filter_diagnostics
 from zf_attr.analysis.diagnostics.variants import alexnet_style
 
+FilterDiagnostics.draw = save_diagnostics_figure  # the result type never imports its figure
+
 __all__ = [
     "BAND_EDGES",
     "FilterDiagnostics",

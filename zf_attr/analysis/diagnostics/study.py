@@ -10,10 +10,10 @@ and two aliasing indicators.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -76,6 +76,10 @@ class FilterDiagnostics:
     stride_aliasing: dict[str, float]
     probes: int
 
+    #: Draws the result: ``draw(result, path, **options)``, attached by the study's package from its figure
+    #: module (which imports this type for typing only; this module never imports the figure: no import circle).
+    draw: ClassVar[Callable[..., Path]]
+
     def summary(self) -> dict[str, Any]:
         """The headline numbers (per layer and for the first layer's filters) as plain values."""
         first = self.layers[0]
@@ -125,9 +129,7 @@ class FilterDiagnostics:
 
         See :func:`zf_attr.analysis.diagnostics.figure.save_diagnostics_figure` for the options.
         """
-        from zf_attr.analysis.diagnostics.figure import save_diagnostics_figure
-
-        return save_diagnostics_figure(self, path, **options)
+        return type(self).draw(self, path, **options)
 
 
 def filter_diagnostics(

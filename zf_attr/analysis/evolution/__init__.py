@@ -3,4 +3,6 @@
 from zf_attr.analysis.evolution.figure import plot_evolution
 from zf_attr.analysis.evolution.tracker import EvolutionSnapshot, FeatureEvolution
 
+FeatureEvolution.draw = plot_evolution  # the tracker never imports its figure
+
 __all__ = ["EvolutionSnapshot", "FeatureEvolution", "plot_evolution"]

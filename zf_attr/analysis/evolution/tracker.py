@@ -8,10 +8,10 @@ one column per epoch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -84,6 +84,10 @@ class FeatureEvolution:
         >>> evolution.epochs, tuple(evolution.values.shape), tuple(evolution.snapshots[0].projections.shape)
         ([1, 3], (2, 2), (2, 3, 16, 16))
     """
+
+    #: Draws the grid: ``draw(evolution, channels, **options)`` returns a Figure; attached by the package from its
+    #: figure module (which imports this type for typing only; this module never imports the figure).
+    draw: ClassVar[Callable[..., Any]]
 
     def __init__(
         self,
@@ -221,9 +225,7 @@ class FeatureEvolution:
         tile_inches: float = 1.1,
     ) -> Any:
         """Draw the maps × epochs grid; see :func:`zf_attr.analysis.evolution.figure.plot_evolution`."""
-        from zf_attr.analysis.evolution.figure import plot_evolution
-
-        return plot_evolution(self, channels, crop=crop, title=title, tile_inches=tile_inches)
+        return type(self).draw(self, channels, crop=crop, title=title, tile_inches=tile_inches)
 
     def save(self, path: str | Path, *, dpi: int = 100, **plot_options: Any) -> Path:
         """Draw the grid (see :meth:`plot` for the options) and write it to ``path`` (PNG by extension)."""

@@ -4,6 +4,8 @@ from zf_attr.analysis.invariance.figure import save_invariance_figure
 from zf_attr.analysis.invariance.study import InvarianceStudy, invariance_study
 from zf_attr.analysis.invariance.transforms import TRANSFORMS, default_sweeps, transform_images
 
+InvarianceStudy.draw = save_invariance_figure  # the result type never imports its figure
+
 __all__ = [
     "TRANSFORMS",
     "InvarianceStudy",

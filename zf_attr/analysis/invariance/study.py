@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +60,10 @@ class InvarianceStudy:
     fill: float = 0.0
     class_names: tuple[str, ...] | None = None
 
+    #: Draws the result: ``draw(result, path, **options)``, attached by the study's package from its figure
+    #: module (which imports this type for typing only; this module never imports the figure: no import circle).
+    draw: ClassVar[Callable[..., Path]]
+
     def class_name(self, index: int) -> str:
         """Name of class ``index`` (its number when no names were given)."""
         return self.class_names[index] if self.class_names is not None else str(index)
@@ -103,9 +107,7 @@ class InvarianceStudy:
 
         See :func:`zf_attr.analysis.invariance.figure.save_invariance_figure` for the options.
         """
-        from zf_attr.analysis.invariance.figure import save_invariance_figure
-
-        return save_invariance_figure(self, path, **options)
+        return type(self).draw(self, path, **options)
 
 
 def invariance_study(

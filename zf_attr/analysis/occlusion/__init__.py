@@ -3,4 +3,6 @@
 from zf_attr.analysis.occlusion.figure import save_occlusion_study
 from zf_attr.analysis.occlusion.study import OcclusionStudy, occlusion_study, project_feature_map
 
+OcclusionStudy.draw = save_occlusion_study  # the result type never imports its figure
+
 __all__ = ["OcclusionStudy", "occlusion_study", "project_feature_map", "save_occlusion_study"]

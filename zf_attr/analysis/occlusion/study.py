@@ -9,10 +9,10 @@ paper's maps are; ``rectified=False`` reads the raw output.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +82,10 @@ class OcclusionStudy:
     rectifier: str | None = None
     inactive: bool = False
 
+    #: Draws the result: ``draw(result, path, **options)``, attached by the study's package from its figure
+    #: module (which imports this type for typing only; this module never imports the figure: no import circle).
+    draw: ClassVar[Callable[..., Path]]
+
     def window_slices(self, row: int, col: int) -> tuple[slice, slice]:
         """Pixel rows and columns the occluder covers at grid position ``(row, col)``."""
         height, width = self.image.shape[-2:]
@@ -102,9 +106,7 @@ class OcclusionStudy:
         self, path: str | Path, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
     ) -> Path:
         """Save the five-panel figure (image, b, c, d, e) as a PNG; see :mod:`zf_attr.analysis.occlusion.figure`."""
-        from zf_attr.analysis.occlusion.figure import save_occlusion_study
-
-        return save_occlusion_study(self, path, mean=mean, std=std)
+        return type(self).draw(self, path, mean=mean, std=std)
 
 
 def occlusion_study(
