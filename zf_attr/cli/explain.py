@@ -165,6 +165,11 @@ class _Run:
             error = str(failure)
         except Exception as failure:
             error = " ".join(f"{type(failure).__name__}: {failure}".split())
+        except KeyboardInterrupt:
+            progress.close()
+            if not self.world.distributed:  # what finished is in the summary; --resume continues
+                self._finish("interrupted")
+            raise
         finally:
             progress.close()
         errors = self.world.gather(error)
