@@ -64,7 +64,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, layer_help: str | No
         "--weights",
         default=None,
         help="a local weights file (.pt/.pth/.safetensors), or torchvision weights by name: DEFAULT, IMAGENET1K_V1, "
-        "ResNet18_Weights.IMAGENET1K_V2 (from the torch hub cache, $TORCH_HOME); timm:NAME takes 'pretrained'",
+        "ResNet50_Weights.IMAGENET1K_V2 (from the torch hub cache, $TORCH_HOME); timm:NAME takes 'pretrained'",
     )
     group.add_argument(
         "--classes",
