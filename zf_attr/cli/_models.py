@@ -5,7 +5,7 @@ any torchvision classifier name, ``timm:NAME`` (a timm model, optional extra ``z
 ``package.module:factory`` (a function returning the model).
 
 Weights (``--weights``): a local file (``.pt``/``.pth``/``.safetensors``), or for torchvision models a name of
-torchvision's weights API (``DEFAULT``, ``IMAGENET1K_V1``, ``ResNet18_Weights.IMAGENET1K_V2``), loaded from the
+torchvision's weights API (``DEFAULT``, ``IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V2``), loaded from the
 torch hub cache (``$TORCH_HOME/hub/checkpoints``) or downloaded by torchvision where the machine can; for timm
 models ``pretrained`` (timm's own cache or download). Named weights bring their preprocessing and class names.
 Class names (``--classes FILE``, one a line or a JSON list) override those of the weights.
