@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,30 @@ def test_memory_stays_flat_over_500_images(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out500" / "summary.json").read_text())["done"] == 500
     # holding 500 images' maps would add 500 x 2 x 49 kB = 49 MB
     assert peaks[500] - peaks[50] < 20, peaks
+
+
+def test_resume_after_a_killed_process(tmp_path: Path) -> None:
+    """SIGKILL in the middle of a run, then --resume: what was finished stays as it was, the rest is made."""
+    (tmp_path / "tiny_models.py").write_text(TINY)
+    data, out = images(tmp_path / "data", 12), tmp_path / "out"
+    command = [sys.executable, "-m", "zf_attr", "explain", str(data), "--out", str(out), "--no-figures",
+               "--batch-size", "1", *TINY_ARGS]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.is_file() and manifest.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    finished = [json.loads(line)["key"] for line in manifest.read_text().splitlines() if line.endswith("}")]
+    assert 2 <= len(finished) < 12, "the run was not killed midway"
+    (out / "class0" / ".img010.tmp99999.npz").write_bytes(b"half-written")  # as a write cut short leaves it
+    stamps = {key: (out / f"{key}.npz").stat().st_mtime_ns for key in finished}
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert {key: (out / f"{key}.npz").stat().st_mtime_ns for key in finished} == stamps
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["done"] == summary["total"] == 12 and len({e["key"] for e in summary["images"]}) == 12
+    assert not list(out.rglob(".*.tmp*"))  # no temporary file left behind

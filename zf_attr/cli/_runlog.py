@@ -24,6 +24,7 @@ __all__ = [
     "check_run_settings",
     "finished_keys",
     "read_records",
+    "remove_temporaries",
     "save_arrays",
     "write_json_atomic",
     "write_summary",
@@ -50,6 +51,14 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_temporaries(out: Path) -> int:
+    """Delete the temporary files a killed run left in ``out`` (call before any process writes); how many."""
+    stale = [path for path in out.rglob(".*.tmp*") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

@@ -43,7 +43,15 @@ from zf_attr.cli._methods import (
 from zf_attr.cli._models import LoadedModel
 from zf_attr.cli._pages import save_thumbnail, thumbnail_path, write_paged_report
 from zf_attr.cli._progress import Progress
-from zf_attr.cli._runlog import Manifest, atomic_write, check_run_settings, finished_keys, save_arrays, write_summary
+from zf_attr.cli._runlog import (
+    Manifest,
+    atomic_write,
+    check_run_settings,
+    finished_keys,
+    remove_temporaries,
+    save_arrays,
+    write_summary,
+)
 from zf_attr.cli._targets import TargetRule
 
 __all__ = ["EXIT_SKIPPED", "METHODS", "configure_explain", "run_explain"]
@@ -139,6 +147,8 @@ class _Run:
             "std": list(self.loaded.std), "layer": args.layer, "window": args.window, "stride": args.stride,
             "drill_down": args.drill_down, "figures": args.figures, "seed": args.seed,
         }  # fmt: skip
+        if args.resume and world.rank == 0:  # before the others pass the barrier below and start writing
+            remove_temporaries(self.out)
         reasons = world.gather(check_run_settings(self.out, settings, resume=args.resume, writer=False))
         if any(reasons):
             raise CommandError(next(reason for reason in reasons if reason))
