@@ -257,3 +257,18 @@ def test_resume_after_a_killed_process(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["done"] == summary["total"] == 12 and len({e["key"] for e in summary["images"]}) == 12
     assert not list(out.rglob(".*.tmp*"))  # no temporary file left behind
+
+
+def test_decoding_workers_give_the_same_results_in_order(tmp_path: Path, explain: Callable[..., Any]) -> None:
+    data = images(tmp_path / "data", 6)
+    (data / "class1" / "broken.png").write_text("not an image")
+    summaries = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"out{workers}"
+        code = main(["explain", str(data), *TINY_ARGS, "--no-figures", "--skip-errors", "--batch-size", "4",
+                     "--workers", workers, "--out", str(out)])  # fmt: skip
+        assert code == 3
+        summaries.append(json.loads((out / "summary.json").read_text()))
+    assert summaries[0]["images"] == summaries[1]["images"] and summaries[0]["failures"] == summaries[1]["failures"]
+    keys = [entry["key"] for entry in summaries[1]["images"]]
+    assert keys == sorted(keys) and len(keys) == 6
