@@ -63,8 +63,8 @@ def run_occlusion_study(args: argparse.Namespace) -> int:
     outputs = Outputs(args.out, f"zf-attr occlusion-study: {args.image.name} on {loaded.note}")
     with outputs.session():
         try:
-            study = occlusion_study(
-                loaded.model, batch, target, layer=args.layer, window=window, stride=stride, fill=args.fill,
+            study = occlusion_study(  # no target: the study explains the prediction and its figure says so
+                loaded.model, batch, rule.fixed, layer=args.layer, window=window, stride=stride, fill=args.fill,
                 class_names=loaded.categories, show_progress=not args.quiet and sys.stderr.isatty(),
             )  # fmt: skip
         except ValueError as error:
