@@ -179,8 +179,9 @@ def test_seed_makes_random_init_runs_reproducible(tmp_path: Path, explain: Calla
                                "--no-figures", "--out", str(tmp_path / run), tiny=False)  # fmt: skip
         assert code == 0, err
         maps[run] = np.load(tmp_path / run / "class0" / "img000.npz")["gradient"]
-    np.testing.assert_array_equal(maps["a"], maps["b"])
-    assert not np.array_equal(maps["a"], maps["c"])
+    # the same weights; CPU convolutions may sum in a different order from run to run (last-bit differences)
+    np.testing.assert_allclose(maps["a"], maps["b"], rtol=1e-4, atol=1e-7)
+    assert not np.allclose(maps["a"], maps["c"], rtol=1e-2, atol=1e-5)
 
 
 def test_progress_lines_in_a_log_and_tqdm_write_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
