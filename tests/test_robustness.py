@@ -438,3 +438,24 @@ def test_integer_inputs_and_baselines_work_in_occlusion_as_in_captum() -> None:
 def test_attribute_future_is_not_implemented_as_in_captum(method: Any) -> None:
     with pytest.raises(NotImplementedError, match="attribute_future"):
         method(small_net()).attribute_future()
+
+
+# ---------------------------------------------------------------------------------------------------- budgets
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak resident memory reset needs Linux")
+@pytest.mark.parametrize(("engine", "budget_mib"), [("incremental", 56), ("batched", 16)])
+def test_peak_memory_growth_stays_within_the_budget(engine: str, budget_mib: int) -> None:
+    sys.path.insert(0, str(PACKAGE.parent))
+    from benchmarks.bench_memory_budget import measure
+
+    case = measure("resnet18", 112, budget_mib, engine, stride=16)  # 36 windows
+    assert case["engine"] == engine
+    assert case["windows_per_batch"] > 1
+    assert case["within_budget"], case
+
+
+def test_a_budget_below_one_copy_warns_with_the_size_needed() -> None:
+    model = small_net()
+    with pytest.warns(ZFAttrWarning, match=r"memory_budget=0.0 MiB is below the ~.* pass memory_budget >= \d+"):
+        OcclusionSensitivity(model, engine="batched").attribute(
+            torch.randn(1, 3, 16, 16), sliding_window_shapes=(3, 4, 4), target=0, memory_budget=1000
+        )

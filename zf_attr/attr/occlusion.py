@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,8 @@ from zf_attr._captum_compat import (
     input_names,
     select_targets,
 )
-from zf_attr._guard import check_finite, check_forward_arguments, check_tensors, fresh, guarded
+from zf_attr._guard import caller_stacklevel, check_finite, check_forward_arguments, check_tensors, fresh, guarded
+from zf_attr.errors import ZFAttrWarning
 from zf_attr.occlusion import (
     copies_per_batch,
     default_memory_budget,
@@ -30,6 +32,7 @@ from zf_attr.occlusion import (
     iter_occluded,
     locate_window,
     measured_forward,
+    release_freed_memory,
 )
 from zf_attr.occlusion.drill_down import ERROR_SAMPLES, DrillDown, DrillDownPlan
 from zf_attr.occlusion.incremental.regions import batch_order
@@ -43,6 +46,10 @@ TAIL_BATCHES = 8
 #: ... when its linear weights take at least this many bytes (VGG-16: 472 MiB); a small tail (ResNet-18's 2 MiB
 #: classifier) gains nothing, and the memory its waiting inputs need is better spent on larger batches.
 TAIL_WEIGHT_BYTES = 64 * 2**20
+#: On the CPU a window on the incremental engine costs this many times its estimated memory: oneDNN keeps a
+#: primitive (and its memory) for every patch shape it has seen, and glibc keeps freed buffers between batches.
+#: Measured on ResNet-18 at 224x224: 3.3 MiB per window against an estimate of 2.5 (benchmarks/bench_memory_budget.py).
+ENGINE_CPU_SLACK = 1.5
 
 
 class OcclusionSensitivity(PerturbationAttribution):
@@ -200,6 +207,8 @@ class OcclusionSensitivity(PerturbationAttribution):
             batched_budget, batched_bytes = budget, bytes_per_copy
             if engine is not None:
                 bytes_per_copy = engine.bytes_per_copy(grids[0].slices(grids[0].num_windows // 2), fills[0])
+                if inputs_tuple[0].device.type == "cpu":
+                    bytes_per_copy = int(bytes_per_copy * ENGINE_CPU_SLACK)
                 tail_batches = TAIL_BATCHES if engine.tail_weight_bytes >= TAIL_WEIGHT_BYTES else 1
                 # each window's input to the dense tail waits for the tail's batches (twice: the allocator)
                 bytes_per_copy += 2 * (tail_batches - 1) * engine.tail_bytes_per_window
@@ -217,6 +226,14 @@ class OcclusionSensitivity(PerturbationAttribution):
                 )
             else:
                 copies = batched_copies = min(perturbations_per_eval, num_windows)
+            if memory_budget is not None and perturbations_per_eval is None and int(budget) < bytes_per_copy:
+                warnings.warn(
+                    f"memory_budget={memory_budget / 2**20:.1f} MiB is below the ~{bytes_per_copy / 2**20:.1f} MiB "
+                    "that one occluded copy of the inputs takes in a forward pass: running one copy per pass, "
+                    f"which will exceed the budget; pass memory_budget >= {bytes_per_copy} to stay within it",
+                    ZFAttrWarning,
+                    stacklevel=caller_stacklevel(),
+                )
             self.last_perturbations_per_eval = copies
             dtype = torch.promote_types(initial.dtype, torch.float32)
             plan = DrillDownPlan(grids, self.approximate) if isinstance(self.approximate, DrillDown) else None
@@ -264,6 +281,8 @@ class OcclusionSensitivity(PerturbationAttribution):
                     drops[chunk] = (initial.unsqueeze(0) - scores.reshape(k, num_examples)).to(dtype)
                     evaluated[chunk] = True
                     progress.update(k)
+                    del out
+                    release_freed_memory(initial.device)
 
             self.last_approximation_error = None
             try:

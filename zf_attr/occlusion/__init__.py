@@ -9,6 +9,7 @@ from zf_attr.occlusion.batching import (
     expand_additional_forward_args,
     expand_target,
     measured_forward,
+    release_freed_memory,
 )
 from zf_attr.occlusion.drill_down import DrillDown, DrillDownPlan
 from zf_attr.occlusion.sweep import format_baselines, iter_occluded, locate_window
@@ -27,4 +28,5 @@ __all__ = [
     "iter_occluded",
     "locate_window",
     "measured_forward",
+    "release_freed_memory",
 ]

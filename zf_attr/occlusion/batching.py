@@ -18,6 +18,8 @@ The number of copies per pass is then ``max(1, memory_budget // cost)``, capped 
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "expand_additional_forward_args",
     "expand_target",
     "measured_forward",
+    "release_freed_memory",
 ]
 
 #: Default ``memory_budget`` off CUDA: 64 MiB. A CPU is saturated by small batches and gets slower per example as
@@ -90,6 +93,27 @@ def measured_forward(forward: Callable[[], Any], inputs: tuple[Tensor, ...]) -> 
         hooks.hook(torch.nn.modules.module.register_module_forward_hook, record)
         output = forward()
     return output, CPU_COPY_FACTOR * largest + input_bytes + _bytes(output)
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not Linux / glibc: nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _libc_trim() if sys.platform.startswith("linux") else None
+
+
+def release_freed_memory(device: torch.device) -> None:
+    """Hand the memory a batch freed back to the system (glibc ``malloc_trim``; elsewhere a no-op).
+
+    Without it glibc keeps the freed buffers of every patch shape in its heap, pinned by small long-lived
+    allocations, and a ResNet-18 sweep under ``memory_budget=256 MiB`` grew the resident memory by ~370 MiB.
+    A trim costs about a millisecond, a batch hundreds.
+    """
+    if device.type == "cpu" and _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def copies_per_batch(memory_budget: int, bytes_per_copy: int, num_windows: int) -> int:
