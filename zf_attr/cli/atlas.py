@@ -26,6 +26,7 @@ from zf_attr.cli._common import (
     add_model_arguments,
     add_output_arguments,
     check_layer,
+    demo_note,
     open_model,
     prepare_out,
     write_json,
@@ -174,6 +175,7 @@ def _run_atlas(args: argparse.Namespace, world: World) -> int:
     if world.rank != 0:
         mine()
         return 0
+    demo_note(args, loaded)
     outputs = Outputs(out, f"zf-attr atlas: {layer} of {loaded.note}, top {args.k} over {len(names)} images")
     with outputs.session():
         mined = mine()

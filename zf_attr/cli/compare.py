@@ -28,6 +28,7 @@ from zf_attr.cli._common import (
     add_model_arguments,
     add_output_arguments,
     check_layer,
+    demo_note,
     open_model,
     write_json,
 )
@@ -127,6 +128,7 @@ def run_compare(args: argparse.Namespace) -> int:
     else:
         images, labels, masks, names = _files(args, loaded)
         class_names = loaded.categories
+    demo_note(args, loaded)
     images = images.to(loaded.device)
     with torch.no_grad():
         predicted = loaded.model(images).argmax(dim=1).tolist()
