@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from torch import Tensor
@@ -106,15 +107,15 @@ def _write_page(out: Path, title: str, number: int, count: int, records: Sequenc
 
 
 def _card(record: Mapping[str, Any], prefix: str) -> str:
-    thumb = f"{prefix}report/thumbs/{record['key']}.jpg"
-    target = record.get("figure") or record.get("arrays")
+    thumb = prefix + quote(f"report/thumbs/{record['key']}.jpg")
+    target = prefix + quote(str(record.get("figure") or record.get("arrays")))
     caption = f"predicted <b>{html.escape(str(record.get('predicted')))}</b>"
     if record.get("target") != record.get("predicted"):
         caption += f", explained <b>{html.escape(str(record.get('target')))}</b>"
     if "target_probability" in record:
         caption += f" (p={record['target_probability']:.2f})"
     return (
-        f'<div class="card"><a href="{html.escape(prefix + str(target))}"><img loading="lazy" '
+        f'<div class="card"><a href="{html.escape(target)}"><img loading="lazy" '
         f'src="{html.escape(thumb)}" alt="{html.escape(record["key"])}"></a><br>'
         f'<span class="file">{html.escape(str(record.get("file")))}</span><br>{caption}</div>'
     )
