@@ -459,3 +459,97 @@ def test_a_budget_below_one_copy_warns_with_the_size_needed() -> None:
         OcclusionSensitivity(model, engine="batched").attribute(
             torch.randn(1, 3, 16, 16), sliding_window_shapes=(3, 4, 4), target=0, memory_budget=1000
         )
+
+
+def test_occlusion_study_refuses_a_float_target_before_any_work() -> None:
+    from zf_attr.analysis import occlusion_study
+
+    model = small_net()
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    with pytest.raises(TypeError, match=r"target=3.0 must be an int"):
+        occlusion_study(model, torch.rand(3, 16, 16), target=3.0, layer="4", window=4, stride=4)
+    assert calls == []
+
+
+# ------------------------------------------------------------------------------- the family x method matrix
+FAMILIES = [
+    "alexnet", "vgg11_bn", "resnet18", "googlenet", "inception_v3", "densenet121", "mobilenet_v2",
+    "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "mnasnet0_5", "efficientnet_b0", "regnet_y_400mf",
+    "convnext_tiny", "resnext50_32x4d", "wide_resnet50_2",
+]  # fmt: skip
+
+
+def family(name: str) -> nn.Module:
+    import torchvision
+
+    options = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)(weights=None, num_classes=7, **options).eval()
+
+
+def family_methods(model: nn.Module, layer: str) -> dict[str, Callable[[torch.Tensor, Any], Any]]:
+    window = {"sliding_window_shapes": (3, 40, 40), "strides": (3, 40, 40)}
+    return {
+        "deconvnet": lambda x, t: Deconvnet(model).attribute(x, target=t),
+        "guided": lambda x, t: GuidedBackprop(model).attribute(x, target=t),
+        "deconvnet_strict": lambda x, t: Deconvnet(model, variant="strict").attribute(x, target=t),
+        "neuron": lambda x, t: NeuronDeconvnet(model, layer).attribute(x, neuron_selector=(0, 0, 0)),
+        "feature_map": lambda x, t: FeatureMapDeconvnet(model, layer).attribute(x, channels=[0], crop=False),
+        "occlusion": lambda x, t: OcclusionSensitivity(model).attribute(x, target=t, **window),
+        "occlusion_incremental": lambda x, t: OcclusionSensitivity(model, engine="incremental").attribute(
+            x, target=t, **window
+        ),
+        "switches": lambda x, t: _switches(model, x),
+    }
+
+
+class _PlannedError(Exception):
+    pass
+
+
+def _raising_on_call(when: int, error: type[BaseException]) -> Callable[..., None]:
+    calls = [0]
+
+    def hook(module: nn.Module, args: Any) -> None:
+        calls[0] += 1
+        if calls[0] == when:
+            raise error
+
+    return hook
+
+
+@pytest.mark.sweep
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_method_matrix_leaves_nothing(name: str) -> None:
+    """Every family x method, called normally, with a bad target, with a raising forward, interrupted mid-forward."""
+    from zf_attr.attr._layers import default_feature_layer
+
+    model = family(name)
+    size = 80 if name != "inception_v3" else 96
+    x = torch.randn(1, 3, size, size)
+    x_before, state_before = x.clone(), state_of(model)
+    layer = default_feature_layer(model, (x,))
+    convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for method, call in family_methods(model, layer).items():
+            call(x, 1)
+            assert leaks(model) == [], (name, method, "normal")
+            if method not in ("switches", "neuron", "feature_map"):
+                with pytest.raises((ValueError, TypeError)):
+                    call(x, 99)
+                assert leaks(model) == [], (name, method, "bad target")
+            when = 2 if method == "occlusion" else 1  # in the sweep where the sweep calls the modules
+            for error in (_PlannedError, KeyboardInterrupt):
+                explode = _raising_on_call(when, error)
+                handle = convs[len(convs) // 2].register_forward_pre_hook(explode)
+                try:
+                    with pytest.raises(error):
+                        call(x, 1)
+                finally:
+                    handle.remove()
+                assert leaks(model) == [], (name, method, error.__name__)
+            assert torch.equal(x, x_before), (name, method)
+    state = state_of(model)
+    assert all(torch.equal(state[k], state_before[k]) for k in state), name

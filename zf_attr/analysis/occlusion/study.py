@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from zf_attr._captum_compat import validate_model
+from zf_attr._guard import check_tensors
 from zf_attr._intercept import intercept
 from zf_attr.attr._layers import capture_layer_output, default_feature_layer, resolve_layer
 from zf_attr.attr._rectified import LayerMap, layer_map
@@ -174,6 +175,9 @@ def occlusion_study(
         raise ValueError(f"window={window} must be between 1 and the image side {min(height, width)}")
     if not 1 <= stride <= window:
         raise ValueError(f"stride={stride} must be between 1 and window={window} (larger strides skip pixels)")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, int)):
+        raise TypeError(f"target={target!r} must be an int class index, or None for the predicted class")
+    check_tensors(model, {"image": image})
     batch = image.detach()[None]
     layer_name, module = (
         resolve_layer(model, layer)
