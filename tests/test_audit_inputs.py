@@ -68,6 +68,13 @@ def test_nested_folders_mirror_their_paths_sorted(tmp_path: Path, explain: Calla
     (tmp_path / "data" / "cats" / "notes.txt").write_text("not an image")
     keys = [item.key for item in collect_inputs([str(tmp_path / "data")])]
     assert keys == ["cats/1", "cats/10", "cats/deep/2", "dogs/1"]  # recursive, sorted, hidden skipped
+    (tmp_path / "data" / "cats" / "loop").symlink_to(tmp_path / "data")  # a link cycle is walked once
+    assert [item.key for item in collect_inputs([str(tmp_path / "data")])] == keys
+    (tmp_path / "data" / "cats" / "loop").unlink()
+    save_rgb(tmp_path / "elsewhere" / "5.png", 5)
+    (tmp_path / "data" / "birds").symlink_to(tmp_path / "elsewhere")  # a linked class folder is followed
+    assert [item.key for item in collect_inputs([str(tmp_path / "data")])] == ["birds/5", *keys]
+    (tmp_path / "data" / "birds").unlink()
     glob_keys = [item.key for item in collect_inputs([str(tmp_path / "data" / "*" / "1.png")])]
     assert glob_keys == ["cats/1", "dogs/1"]  # relative to the glob's root
     out = tmp_path / "out"

@@ -1,6 +1,7 @@
 """Image files named on the command line: finding them, naming their outputs, and decoding them without loss.
 
-Folders are walked recursively in sorted order (hidden files and folders skipped); glob patterns are expanded
+Folders are walked recursively in sorted order (hidden files and folders skipped, symbolic links to folders
+followed once); glob patterns are expanded
 sorted. Each input gets a *key*: its path relative to the folder or glob root it came from, without the suffix
 (``photos/cats/1.png`` given as ``photos/`` → ``cats/1``; a file named directly → its stem). Outputs mirror
 the keys (``out/cats/1.png``), so two inputs whose keys coincide (``a/x.png`` and ``b/x.png`` named directly,
@@ -66,9 +67,16 @@ class InputFile:
 def _walk(folder: Path, exclude: set[Path]) -> list[Path]:
     """Image files under ``folder``, recursively, sorted by their relative path; hidden entries skipped."""
     found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
+    seen = {folder.resolve()}
+    for root, dirs, files in os.walk(folder, followlinks=True):  # symlinked class folders, as ImageFolder
         here = Path(root)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).resolve() not in exclude]
+        kept = []
+        for name in dirs:
+            real = (here / name).resolve()
+            if not name.startswith(".") and real not in exclude and real not in seen:  # a link cycle ends here
+                seen.add(real)
+                kept.append(name)
+        dirs[:] = kept
         found += [here / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
