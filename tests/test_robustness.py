@@ -496,7 +496,9 @@ def family_methods(model: nn.Module, layer: str) -> dict[str, Callable[[torch.Te
         "deconvnet_strict": lambda x, t: Deconvnet(model, variant="strict").attribute(x, target=t),
         "neuron": lambda x, t: NeuronDeconvnet(model, layer).attribute(x, neuron_selector=(0, 0, 0)),
         "feature_map": lambda x, t: FeatureMapDeconvnet(model, layer).attribute(x, channels=[0], crop=False),
-        "occlusion": lambda x, t: OcclusionSensitivity(model).attribute(x, target=t, **window),
+        "occlusion": lambda x, t: OcclusionSensitivity(model, engine="batched").attribute(
+            x, target=t, perturbations_per_eval=1, **window
+        ),
         "occlusion_incremental": lambda x, t: OcclusionSensitivity(model, engine="incremental").attribute(
             x, target=t, **window
         ),
@@ -540,7 +542,7 @@ def test_family_method_matrix_leaves_nothing(name: str) -> None:
                 with pytest.raises((ValueError, TypeError)):
                     call(x, 99)
                 assert leaks(model) == [], (name, method, "bad target")
-            when = 2 if method == "occlusion" else 1  # in the sweep where the sweep calls the modules
+            when = 3 if method == "occlusion" else 1  # the batched sweep's second window, else the first pass
             for error in (_PlannedError, KeyboardInterrupt):
                 explode = _raising_on_call(when, error)
                 handle = convs[len(convs) // 2].register_forward_pre_hook(explode)
