@@ -161,6 +161,10 @@ class Interceptor:
     the context. Backward passes may run inside or after the context: the rule travels with the graph.
     On exit every hook is removed and the mode is popped, also when the forward pass raised.
 
+    The hooks and the mode belong to the entering thread: other threads' forward passes of the same model are
+    neither recorded nor rerouted. An interrupt at any line of entering or leaving leaves at most a disarmed
+    remainder, which the next zf_attr call or context in that thread removes (:mod:`zf_attr._lifecycle`).
+
     Args:
         model: the network; an ``nn.Module`` gives calls their module names, any other callable is allowed
             (calls are then named ``"<model>:relu"``, ...).
