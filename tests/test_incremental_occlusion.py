@@ -395,3 +395,20 @@ def test_auto_measures_both_engines_and_keeps_the_numbers() -> None:
     assert auto.last_engine_note.startswith("engine='auto' measured ") and auto.last_engine in auto.last_engine_note
     reference = OcclusionSensitivity(model, engine="batched").attribute(image, **kwargs)
     assert (measured - reference).abs().max() <= 1e-4 * reference.abs().max()
+
+
+def test_a_module_whose_output_is_unused_is_traced() -> None:
+    """timm's dla34 calls a projection whose result it drops: dead code, not a KeyError."""
+    from zf_attr.occlusion.incremental.graph import trace_ops
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.unused, self.flatten = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 1), nn.Flatten()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.unused(x)
+            return self.flatten(self.conv(x))
+
+    ops, outputs = trace_ops(Net().eval())
+    assert "unused" not in outputs and [op.kind for op in ops] == ["input", "spatial", "dense", "output"]

@@ -357,7 +357,9 @@ def trace_ops(model: nn.Module) -> tuple[list[Op], dict[str, int]]:
             op = Op(node.name, kind, inputs=inputs, call=_bind(fn, node, operands))
         index[node] = len(ops)
         ops.append(op)
-    module_outputs = {name: index[nodes[0]] for name, nodes in tracer.module_outputs.items() if len(nodes) == 1}
+    module_outputs = {  # a module whose output nothing reads was removed with the dead code
+        name: index[nodes[0]] for name, nodes in tracer.module_outputs.items() if len(nodes) == 1 and nodes[0] in index
+    }
     for name, position in module_outputs.items():
         ops[position].modules.append(name)
     return ops, module_outputs
