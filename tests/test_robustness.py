@@ -77,7 +77,7 @@ def methods(model: nn.Module) -> dict[str, Callable[[torch.Tensor], Any]]:
 def _switches(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with zf_attr.record_switches(model) as trace:
         model(x.clone())
-    return torch.cat([pool.indices.flatten().double() for pool in trace.pools])
+    return torch.cat([pool.indices.flatten().double() for pool in trace.pools] or [torch.zeros(0)])
 
 
 def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
