@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layer", default="conv2")
     parser.add_argument("--maps", type=int, default=6, help="maps drawn, chosen at random (default 6)")
     parser.add_argument("--train-size", type=int, default=6000)
-    parser.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 2, 4, 7, 10], help="epochs drawn (0: init)")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 2, 4, 7], help="epochs drawn (0: init)")
     parser.add_argument("--probes", type=int, default=120, help="probe images (ShapesDataset seed 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dpi", type=int, default=80)
