@@ -17,6 +17,7 @@ from zf_attr.attr._batched import _backward, _MapSeeds, _project_rows
 from zf_attr.attr._layers import capture_layer_output, check_channels, resolve_layer
 from zf_attr.attr._rectified import LayerMap, layer_map
 from zf_attr.attr._rule_attribution import validate_variant
+from zf_attr.attr._seeds import check_range, seed_rows, strongest
 from zf_attr.attr.cropped import CropError, choose_crop, crop_runner, project_cropped, take_rows
 from zf_attr.attr.receptive_field import ReceptiveField, ReceptiveFieldError, receptive_field
 from zf_attr.errors import UnhonouredLayerWarning, ZFAttrWarning
@@ -205,7 +206,7 @@ class FeatureMapDeconvnet:
         with torch.enable_grad():
             chosen = check_channels(channels, activation.shape[1], self.layer_name)
             read = reading(activation.detach())
-            values, flat = _strongest(read, chosen, k)
+            values, flat = strongest(read, chosen, k)
             count = len(chosen) * k
             if mode == "map":
                 maker = _MapSeeds(read, chosen)
@@ -315,7 +316,7 @@ class FeatureMapDeconvnet:
         images = _single_input(inputs, self.model)
         extra_args = format_additional_forward_args(additional_forward_args)
         count = len(images)
-        rows = _seed_rows(seeds, count)
+        rows = seed_rows(seeds, count)
         if not len(rows):
             self.last_values, self.last_inactive = images.new_zeros(0), torch.zeros(0, dtype=torch.bool)
             return images.new_zeros((0, *images.shape[1:]))
@@ -330,12 +331,12 @@ class FeatureMapDeconvnet:
         _, channels, height, width = activation.shape
         if rows.shape[1] == 4:
             size = f"the layer's map is {height}×{width}"
-            _check_range(rows, 2, height, "row", size, seeds)
-            _check_range(rows, 3, width, "column", size, seeds)
+            check_range(rows, 2, height, "row", size, seeds)
+            check_range(rows, 3, width, "column", size, seeds)
             rows = torch.stack([rows[:, 0], rows[:, 1], rows[:, 2] * width + rows[:, 3]], dim=1)
-        _check_range(rows, 1, channels, "channel", f"layer {self.layer_name!r} has {channels} channels", seeds)
+        check_range(rows, 1, channels, "channel", f"layer {self.layer_name!r} has {channels} channels", seeds)
         why = f"the layer's map is {height}×{width}, flat_location = row * {width} + col"
-        _check_range(rows, 2, height * width, "flat location", why, seeds)
+        check_range(rows, 2, height * width, "flat location", why, seeds)
         projections = self._project(activation, leaf, images, extra_args, rows, crop_field, crop, chunk_size, vectorize)
         device_rows = rows.to(activation.device)
         values = reading(activation.detach()).flatten(2)[device_rows[:, 0], device_rows[:, 1], device_rows[:, 2]]
@@ -400,38 +401,3 @@ def _single_input(inputs: Any, model: nn.Module) -> Tensor:
     if images.dim() != 4:
         raise ValueError(f"inputs has shape {tuple(images.shape)}; FeatureMapDeconvnet needs images (N, C, H, W)")
     return images
-
-
-def _strongest(activation: Tensor, chosen: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Values and flat locations ``(N, len(chosen) * k)`` of each chosen map's ``k`` strongest activations."""
-    maps = activation[:, chosen.to(activation.device)].flatten(2)  # (N, channels, h*w)
-    if k > maps.shape[-1]:
-        raise ValueError(f"k={k} exceeds the {maps.shape[-1]} locations of each map of the layer")
-    values, flat = maps.topk(k, dim=-1)
-    return values.flatten(1), flat.flatten(1)
-
-
-def _seed_rows(seeds: Any, count: int) -> Tensor:
-    """Validated ``(S, 3)`` or ``(S, 4)`` int64 copy of ``seeds`` (image indices checked against ``count``)."""
-    if not isinstance(seeds, Tensor):
-        raise TypeError(f"seeds must be an integer tensor (S, 3) or (S, 4), got {type(seeds).__name__}")
-    if seeds.is_floating_point() or seeds.is_complex() or seeds.dtype == torch.bool:
-        raise ValueError(f"seeds must hold integer indices (int64), got dtype {seeds.dtype}")
-    if seeds.dim() != 2 or seeds.shape[1] not in (3, 4):
-        raise ValueError(
-            f"seeds has shape {tuple(seeds.shape)}; pass (S, 3) rows (image, channel, flat_location) or (S, 4) "
-            "rows (image, channel, row, col)"
-        )
-    rows = seeds.detach().to("cpu", torch.long).clone()
-    _check_range(rows, 0, count, "image index", f"inputs holds {count} images", seeds)
-    return rows
-
-
-def _check_range(rows: Tensor, column: int, stop: int, what: str, why: str, seeds: Tensor) -> None:
-    bad = ((rows[:, column] < 0) | (rows[:, column] >= stop)).nonzero()
-    if len(bad):
-        s = int(bad[0])
-        raise ValueError(
-            f"seeds[{s}] = {seeds[s].tolist()} has {what} {int(rows[s, column])}, out of range [0, {stop}): "
-            f"{why} ({len(bad)} bad row(s) in all)"
-        )
