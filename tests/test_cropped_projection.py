@@ -128,7 +128,12 @@ def test_cropped_equals_whole_images(name: str, layer: str, size: int, count: in
     assert projector.last_cropped is True
     whole = projector.project_seeds(images, seeds, crop=False)
     assert projector.last_cropped is False
-    assert whole.flatten(1).abs().amax(1)[::2].min() > 0  # the strongest channel's seeds project to something
+    with torch.no_grad():
+        activation, _ = capture_layer_output(model, model.get_submodule(layer), (images,), stop=True)
+    active = activation[seeds[:, 0], seeds[:, 1], seeds[:, 2], seeds[:, 3]] > 0  # a seed <= 0 projects to zero
+    strongest = whole.flatten(1).abs().amax(1)[::2]
+    assert strongest[active[::2]].min() > 0  # the strongest channel's active seeds project to something
+    assert not whole[~active].any()
     assert _worst_relative_error(cropped_out, whole) <= 1e-10
     # the projection vanishes outside the seed's receptive field (what makes cropping possible)
     field = projector.receptive_field((images,))

@@ -261,7 +261,7 @@ def test_captum_asserts_on_what_we_reject() -> None:
 
 def test_bad_inputs_and_outputs() -> None:
     model = SmallNet(1).eval()
-    with pytest.raises(TypeError, match="inputs"):
+    with pytest.raises(TypeError, match="inputs has dtype torch.int64 but the model has convolutions"):
         OcclusionSensitivity(model).attribute(torch.zeros(1, 1, 6, 6, dtype=torch.long), (1, 2, 2), target=0)
     with pytest.raises(ValueError, match="single value for the whole batch"):
         OcclusionSensitivity(lambda x: model(x).sum()).attribute(torch.randn(2, 1, 6, 6), (1, 2, 2))

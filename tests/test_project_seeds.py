@@ -31,13 +31,16 @@ def _tiny() -> nn.Module:
 
 
 def _neuron_reference(model: nn.Module, layer: str, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Independent reference: NeuronDeconvnet on the seed's own image, seeded with the (detached) activation."""
+    """Independent reference: NeuronDeconvnet on the seed's own image, seeded with the (detached) activation.
+
+    A seed whose activation is <= 0 is no feature: its projection is zero.
+    """
     neuron = NeuronDeconvnet(model, layer)
     expected = []
     for image, channel, row, col in rows.tolist():
 
         def selector(output: torch.Tensor, c: int = channel, r: int = row, w: int = col) -> torch.Tensor:
-            return output[:, c, r, w] * output[:, c, r, w].detach()
+            return output[:, c, r, w] * output[:, c, r, w].detach().clamp_min(0)
 
         expected.append(neuron.attribute(images[image : image + 1], selector)[0])
     return torch.stack(expected)

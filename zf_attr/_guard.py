@@ -215,6 +215,21 @@ def check_tensors(model: Any, tensors: Mapping[str, Any], *, integer_ok: bool = 
             check_finite(name, tensor)
         elif not integer_ok and tensor.dtype != torch.bool:
             raise TypeError(f"{name} has dtype {tensor.dtype}; pass floating-point values")
+        elif _convolves_without_embedding(model):
+            raise TypeError(
+                f"{name} has dtype {tensor.dtype} but the model has convolutions and no embedding: pass floating-point "
+                f"values ({name}.float(), normalised as the model expects); integer inputs are for models that embed "
+                "token ids"
+            )
+
+
+def _convolves_without_embedding(model: Any) -> bool:
+    if not isinstance(model, nn.Module):
+        return False
+    modules = list(model.modules())
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in modules) and not any(
+        isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in modules
+    )
 
 
 def check_finite(name: str, value: Any) -> None:
