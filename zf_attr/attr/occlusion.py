@@ -218,7 +218,9 @@ class OcclusionSensitivity(PerturbationAttribution):
                         lambda: self.forward_func(*fresh(inputs_tuple), *extra), inputs_tuple
                     )
             if perturbations_per_eval is None:
-                copies = copies_per_batch(int(budget), bytes_per_copy, num_windows)
+                # an explicit budget holds the batches and what the unoccluded pass left with the allocator (one copy)
+                reserve = bytes_per_copy if engine is None and memory_budget is not None else 0
+                copies = copies_per_batch(int(budget) - reserve, bytes_per_copy, num_windows)
                 # while the engine (its cache, its transient buffers) is alive, batched passes get half of what
                 # the engine left of the budget
                 batched_copies = copies_per_batch(
