@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zf_attr._guard import fresh
+from zf_attr._lifecycle import Attachment
 from zf_attr.attr._layers import resolve_layer
 from zf_attr.attr._rectified import LayerMap, layer_map
 
@@ -48,13 +50,10 @@ def default_layers(model: nn.Module, example: Tensor) -> list[str]:
     """
     names = {module: name for name, module in model.named_modules() if name and not list(module.children())}
     calls: list[tuple[str, nn.Module]] = []
-    handles = [module.register_forward_hook(lambda m, a, o: calls.append((names[m], m))) for module in names]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with Attachment() as hooks, torch.no_grad():  # this thread's calls only; removed whatever happens
+        for module in names:
+            hooks.hook(module.register_forward_hook, lambda m, a, o: calls.append((names[m], m)))
+        model(*fresh((example,)))
     convs = [name for name, module in calls if isinstance(module, nn.Conv2d)]
     linears = [index for index, (_, module) in enumerate(calls) if isinstance(module, nn.Linear)]
     if not convs or not linears:
@@ -123,16 +122,10 @@ class FeatureReader:
                 raise TypeError(f"layer {name!r} returns a {type(output).__name__}; choose a layer returning a tensor")
             captured[name] = self.maps[name](output.detach()).flatten(1).clone()
 
-        handles = [
-            module.register_forward_hook(lambda m, a, o, name=name: keep(name, o))
-            for name, module in self.modules.items()
-        ]
-        try:
-            with torch.no_grad():
-                logits = self.model(images)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with Attachment() as hooks, torch.no_grad():
+            for name, module in self.modules.items():
+                hooks.hook(module.register_forward_hook, lambda m, a, o, name=name: keep(name, o))
+            logits = self.model(*fresh((images,)))
         if not isinstance(logits, Tensor) or logits.dim() != 2:
             raise ValueError("model must return logits (N, classes); call model.eval() for auxiliary outputs")
         missing = [name for name in self.modules if name not in captured]

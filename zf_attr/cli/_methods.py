@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zf_attr._lifecycle import Attachment
 from zf_attr.cli._common import CommandError
 from zf_attr.cli._models import LoadedModel
 
@@ -149,13 +150,10 @@ def default_batch_size(loaded: LoadedModel, methods: Sequence[str]) -> int:
         if isinstance(output, Tensor):
             total += output.numel() * output.element_size()
 
-    handles = [module.register_forward_hook(count) for module in loaded.model.modules()]
-    try:
-        with torch.no_grad():
-            loaded.model(torch.zeros(1, 3, loaded.size, loaded.size, device=loaded.device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with Attachment() as hooks, torch.no_grad():
+        for module in loaded.model.modules():
+            hooks.hook(module.register_forward_hook, count)
+        loaded.model(torch.zeros(1, 3, loaded.size, loaded.size, device=loaded.device))
     if loaded.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(loaded.device)
         budget = free // 2

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from zf_attr._captum_compat import validate_model
+from zf_attr._guard import fresh
+from zf_attr._lifecycle import Attachment
 from zf_attr.analysis._features import check_images
 from zf_attr.analysis.diagnostics.spectra import BAND_EDGES, band_energy, near_nyquist_share, stride_aliasing
 from zf_attr.attr._layers import resolve_layer
@@ -207,13 +209,10 @@ def _conv_layers(model: nn.Module, example: Tensor, layers: Sequence[str | nn.Mo
     if layers is None:
         names = {module: name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
         order: list[str] = []
-        handles = [m.register_forward_hook(lambda m, a, o: order.append(names[m])) for m in names]
-        try:
-            with torch.no_grad():
-                model(example)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with Attachment() as hooks, torch.no_grad():
+            for module in names:
+                hooks.hook(module.register_forward_hook, lambda m, a, o: order.append(names[m]))
+            model(*fresh((example,)))
         called = list(dict.fromkeys(order))
         if not called:
             raise ValueError("layers=None needs a model with Conv2d layers; pass layers= explicitly")
@@ -245,13 +244,10 @@ def _run(
         inputs.setdefault(name, args[0].detach().clone())
         outputs.setdefault(name, output.detach().clone())
 
-    handles = [module.register_forward_hook(lambda m, a, o, n=name: keep(n, a, o)) for name, module in modules.items()]
-    try:
-        with torch.no_grad():
-            model(probes)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with Attachment() as hooks, torch.no_grad():  # the probes' copy: an in-place first layer must not write them
+        for name, module in modules.items():
+            hooks.hook(module.register_forward_hook, lambda m, a, o, n=name: keep(n, a, o))
+        model(*fresh((probes,)))
     missing = [name for name in modules if name not in outputs]
     if missing:
         raise ValueError(f"layers {missing} were not called during the forward pass")
