@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -12,6 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+
+# Subprocesses (the CLI, torchrun's ranks) import this tree's zf_attr, not a copy installed earlier.
+_SOURCE = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_SOURCE, os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture(autouse=True)

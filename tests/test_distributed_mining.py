@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,31 @@ def test_not_distributed_by_default_and_explicit_request_refused(monkeypatch: py
         mine_top_k(tiny_net(), "3", data(), k=1, distributed=True, show_progress=False)
     with pytest.raises(TypeError, match="distributed"):
         current_shard("yes")  # type: ignore[arg-type]
+
+
+_RELEASE_CHECK = """
+import os, sys, weakref
+import torch.distributed as dist
+from zf_attr.analysis.atlas.distributed import init_from_env
+assert "torch.distributed.nn" not in sys.modules  # else this process cannot show the fault
+init_from_env("gloo")
+import torchvision  # imports torch._dynamo and torch.distributed.nn, as a model or transform does mid-run
+group = weakref.ref(dist.group.WORLD)
+dist.destroy_process_group()
+names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+print(group() is None, [name for name in names if "gloo" in name])
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_destroying_the_group_stops_its_threads_after_later_imports(tmp_path: Path) -> None:
+    # a group kept alive past destroy_process_group left gloo threads that aborted the process at exit (SIGABRT)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    environment = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    result = subprocess.run(
+        [sys.executable, "-c", _RELEASE_CHECK], env=environment, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == "True []"

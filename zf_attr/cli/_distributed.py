@@ -74,10 +74,9 @@ def join_world(device: str = "auto") -> World:
         return World()
     import torch.distributed as dist
 
+    from zf_attr.analysis.atlas.distributed import init_from_env
+
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        cuda = device != "cpu" and not device.startswith("cpu") and torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    cuda = device != "cpu" and not device.startswith("cpu") and torch.cuda.is_available()
+    init_from_env("nccl" if cuda else "gloo")  # sets the CUDA device LOCAL_RANK for nccl
     return World(dist.get_rank(), dist.get_world_size(), local_rank)

@@ -56,7 +56,21 @@ def init_from_env(backend: str | None = None) -> None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    _import_world_defaults()
     dist.init_process_group(backend=backend)
+
+
+def _import_world_defaults() -> None:
+    """Import, before the group exists, the torch modules whose functions take ``group=group.WORLD`` defaults.
+
+    ``torch.distributed.nn`` (imported by ``torch._dynamo``, which torchvision imports) evaluates
+    ``group.WORLD`` once, at import. Imported after ``init_process_group``, its defaults hold the process group
+    for good: ``destroy_process_group`` then leaves gloo's worker threads running, and one still dropping a
+    finished ``all_gather_object`` at interpreter exit aborts the process ("terminate called without an active
+    exception", SIGABRT, in about one torchrun run in ten). Imported first, the defaults are ``None``.
+    """
+    import torch.distributed.nn  # noqa: F401
+    import torchvision  # noqa: F401  (imports torch._dynamo, and with it the rest of such modules)
 
 
 def current_shard(distributed: bool | None) -> tuple[int, int] | None:
