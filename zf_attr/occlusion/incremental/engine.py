@@ -34,6 +34,7 @@ from zf_attr.occlusion.incremental.kernels import (
     run_spatial,
     to_dense,
 )
+from zf_attr.occlusion.incremental.layouts import Layout, classify, internal_shape, to_internal, to_true, wrap_call
 from zf_attr.occlusion.incremental.regions import fit_regions
 
 __all__ = ["IncrementalEngine"]
@@ -104,13 +105,6 @@ class IncrementalEngine:
         with torch.no_grad(), self._autocast():
             self.caches = self._forward(inputs)
         self.padded: dict[int, Tensor] = {}
-        for i, op in enumerate(self.ops):
-            if op.kind == "spatial":
-                (cache,) = (self.caches[j] for j in op.inputs)
-                if cache.dim() != 4 or not self._spatial_fits(op, cache.shape, self.shapes[i]):
-                    op.kind = "dense"  # e.g. average pooling whose ceil mode changes the output size
-            elif op.kind == "elementwise" and not self._pointwise_fits(op, i):
-                op.kind = "dense"  # broadcasting, constants, or not an image-shaped value
         self._prune_caches()
         # the dense tail: the ops after the last spatial or element-wise one (e.g. VGG's classifier)
         self.tail_start = len(self.ops) - 1
@@ -135,11 +129,6 @@ class IncrementalEngine:
                 raise UnsupportedModelError(
                     f"the traced graph does not reproduce the model's output (relative error {error:.1e})"
                 )
-
-    def _pointwise_fits(self, op: Op, i: int) -> bool:
-        shapes = [self.shapes[j] for j in op.inputs] + [self.shapes[i]]
-        consts = any(self.ops[j].kind == "const" for j in op.inputs)
-        return not consts and all(len(s) == 4 and s[-2:] == shapes[-1][-2:] and s[0] == shapes[-1][0] for s in shapes)
 
     def _prune_caches(self) -> None:
         """Keep only the cached values a batch reads; spatial ops read a padded copy (others a view into it)."""
@@ -180,29 +169,49 @@ class IncrementalEngine:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _forward(self, inputs: Tensor) -> list[Any]:
-        """Every op's value on the unoccluded input; values only single-input pointwise ops read are dropped."""
+        """Every op's value on the unoccluded input, with each op's final kind and layout decided on the way.
+
+        A value only single-input pointwise ops read is dropped once read. Values in the channels-last layout
+        are kept as ``(N, C, H, W)`` views and the ops around them wrapped (:mod:`.layouts`).
+        """
         values: list[Any] = []
         self.shapes: list[tuple[int, ...]] = []
+        self.layouts: list[Layout] = []
         remaining = [len(users) for users in self.users]
         droppable = [True] * len(self.ops)
+        kept_kinds = ("input", "const")
         for op in self.ops:
+            consts = [self.ops[j].value if self.ops[j].kind == "const" else None for j in op.inputs]
             if op.kind == "input":
-                value = inputs
+                value, layout = inputs, "last2"
             elif op.kind == "const":
-                value = op.value
+                value, layout = op.value, None
             else:
                 assert op.call is not None
                 value = op.call([values[j] for j in op.inputs])
+                shape = tuple(value.shape) if isinstance(value, Tensor) else ()
+                ins = [self.layouts[j] for j in op.inputs]
+                op.kind, layout = classify(op, ins, [self.shapes[j] for j in op.inputs], consts, shape)
+                if op.kind == "spatial" and not self._spatial_fits(op, self.shapes[op.inputs[0]], shape):
+                    op.kind, layout = "dense", None  # e.g. average pooling whose ceil mode changes the output size
             values.append(value)
+            self.layouts.append(layout)
             self.shapes.append(tuple(value.shape) if isinstance(value, Tensor) else ())
+            tensors = sum(const is None for const in consts)
             for j in op.inputs:
                 droppable[j] &= (
-                    op.kind == "elementwise" and len(op.inputs) == 1 and len(self.shapes[-1]) == 4
-                    and self.shapes[-1] == self.shapes[j]
+                    op.kind == "elementwise" and tensors == 1 and len(self.shapes[-1]) >= 3
+                    and self.shapes[-1] == self.shapes[j] and self.layouts[-1] == self.layouts[j]
                 )  # fmt: skip
                 remaining[j] -= 1
-                if remaining[j] == 0 and droppable[j] and self.ops[j].kind not in ("input", "const"):
+                if remaining[j] == 0 and droppable[j] and j not in self.kept and self.ops[j].kind not in kept_kinds:
                     values[j] = None
+        for i, op in enumerate(self.ops):  # the engine's representation: spatial dims last
+            if op.call is not None:
+                op.call = wrap_call(op.call, [self.layouts[j] for j in op.inputs], self.layouts[i])
+            if self.layouts[i] == "nhwc":
+                values[i] = to_internal("nhwc", values[i])
+                self.shapes[i] = internal_shape("nhwc", self.shapes[i])
         return values
 
     @property
@@ -264,7 +273,7 @@ class IncrementalEngine:
                 output = output.to(inputs.dtype)
             if not extra:
                 return output
-            return output, [to_dense(states[j], self.caches[j], whole) for j in extra]
+            return output, [to_true(self.layouts[j], to_dense(states[j], self.caches[j], whole)) for j in extra]
 
     def _context(self, num_windows: int, cap: float | None) -> Context:
         n = self.caches[0].shape[0]

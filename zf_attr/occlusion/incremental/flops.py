@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from zf_attr.occlusion.incremental.graph import Op, trace_ops
+from zf_attr.occlusion.incremental.engine import IncrementalEngine
+from zf_attr.occlusion.incremental.graph import Op
 from zf_attr.occlusion.incremental.regions import affected_outputs
 from zf_attr.occlusion.windows import WindowGrid
 
@@ -55,7 +56,7 @@ def occlusion_flops(model: nn.Module, input_shape: tuple[int, int, int], window:
     """Full vs changed-region MACs of a square-window sweep (all channels occluded) over one image.
 
     Args:
-        model: a model the engine supports (traced with :func:`~zf_attr.occlusion.incremental.trace_ops`).
+        model: a model the engine supports (see :class:`~zf_attr.occlusion.incremental.IncrementalEngine`).
         input_shape: ``(C, H, W)`` of one image.
         window: side of the square window.
         stride: step between windows (Captum's geometry: the last window is cut off at the border).
@@ -67,26 +68,17 @@ def occlusion_flops(model: nn.Module, input_shape: tuple[int, int, int], window:
         >>> flops.num_windows, round(flops.bound, 1) > 1
         (16, True)
     """
-    ops, _ = trace_ops(model)
+    device = next(model.parameters(), torch.empty(0)).device
+    engine = IncrementalEngine(model, torch.zeros(1, *input_shape, device=device))  # the ops as the engine runs them
+    ops, shapes = engine.ops, engine.shapes  # shapes as the engine holds them: spatial dims last
     grid = WindowGrid(tuple(input_shape), (input_shape[0], window, window), (1, stride, stride))
-    with torch.no_grad():
-        values: list[object] = []
-        for op in ops:
-            if op.kind == "input":
-                values.append(torch.zeros(1, *input_shape))
-            elif op.kind == "const":
-                values.append(op.value)
-            else:
-                assert op.call is not None
-                values.append(op.call([values[j] for j in op.inputs]))
-    shapes = [tuple(v.shape) if isinstance(v, Tensor) else () for v in values]
     boxes = [[s[1].start, s[1].stop, s[2].start, s[2].stop] for s in map(grid.slices, range(grid.num_windows))]
     regions = window_regions(ops, shapes, torch.tensor(boxes, dtype=torch.long))
     layers = []
     for i, op in enumerate(ops):
         out = shapes[i]
         if op.macs_per_output:
-            per_position = op.macs_per_output * (out[1] if len(out) == 4 else 1)
+            per_position = op.macs_per_output * (int(torch.tensor(out[1:-2]).prod()) if len(out) >= 4 else 1)
             full = op.macs_per_output * int(torch.tensor(out[1:]).prod())
             region = regions[i]
             if isinstance(region, Tensor):
@@ -112,7 +104,7 @@ def window_regions(ops: list[Op], shapes: list[tuple[int, ...]], boxes: Tensor) 
             regions[i] = boxes
         elif op.kind == "const" or all(r is None for r in ins):
             regions[i] = None
-        elif op.kind == "elementwise" and len(out) == 4 and all(r is None or isinstance(r, Tensor) for r in ins):
+        elif op.kind == "elementwise" and len(out) >= 4 and all(r is None or isinstance(r, Tensor) for r in ins):
             regions[i] = _union([r for r in ins if isinstance(r, Tensor)])
         elif op.kind == "spatial" and isinstance(ins[0], Tensor) and len(out) == 4 and op.geometry is not None:
             box = ins[0]

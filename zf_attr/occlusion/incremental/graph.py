@@ -27,11 +27,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from zf_attr._fx import TRACE_LOCK, ThreadSafeTracer
 from zf_attr.occlusion.incremental.regions import AxisGeometry
+from zf_attr.occlusion.incremental.table import POINTWISE, TUPLE_METHODS, UnsupportedOpError, is_shape_node
+from zf_attr.occlusion.incremental.table import function_op as _function_op
+from zf_attr.occlusion.incremental.table import module_op as _module_op
 
 __all__ = ["Op", "UnsupportedModelError", "trace_ops", "traced_ops"]
 
@@ -55,6 +57,10 @@ class Op:
         ceil_mode: whether the op rounds its output size up (a spatial op whose size this changes runs dense).
         macs_per_output: multiply-accumulates per output element (conv and linear; 0 otherwise), for FLOPs.
         value: the tensor of a ``"const"`` op.
+        modules: the qualified names of the modules whose output this op is.
+        rule: which dims the op mixes or moves (see :mod:`.table`); :mod:`.layouts` decides from it and the
+            shapes whether an ``"elementwise"`` op is spatially pointwise where it runs.
+        size_only: positions in ``inputs`` of the values the op reads only through their sizes.
     """
 
     name: str
@@ -68,6 +74,8 @@ class Op:
     macs_per_output: int = 0
     value: Any = None
     modules: list[str] = field(default_factory=list)
+    rule: tuple[Any, ...] = POINTWISE
+    size_only: tuple[int, ...] = ()
 
 
 class _Tracer(ThreadSafeTracer):
@@ -113,147 +121,55 @@ def _is_zfnet(model: nn.Module) -> bool:
     return type(model) is ZFNet
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _geometry(kernel: Any, stride: Any, padding: Any, dilation: Any) -> tuple[AxisGeometry, AxisGeometry]:
-    k, s, p, d = _pair(kernel), _pair(stride if stride is not None else kernel), _pair(padding), _pair(dilation)
-    return AxisGeometry(k[0], s[0], p[0], d[0]), AxisGeometry(k[1], s[1], p[1], d[1])
-
-
-def _clone_if_inplace(module: nn.Module) -> Callable[[Tensor], Tensor]:
-    if getattr(module, "inplace", False):
-        return lambda x: module(x.clone())
-    return module
-
-
-_ACTIVATIONS = (
-    nn.ELU, nn.GELU, nn.Hardsigmoid, nn.Hardswish, nn.Hardtanh, nn.LeakyReLU, nn.Mish, nn.ReLU, nn.ReLU6, nn.SELU,
-    nn.SiLU, nn.Sigmoid, nn.Softplus, nn.Tanh,
-)  # fmt: skip
-_IDENTITIES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
-_DENSE_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Softmax, nn.LogSoftmax)
-_POINTWISE_FUNCTIONS = {
-    F.relu, torch.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, F.hardsigmoid,
-    F.mish, torch.sigmoid, torch.tanh, F.sigmoid, F.tanh,
-}  # fmt: skip
-_BINARY_FUNCTIONS = {
-    operator.add: operator.add, operator.iadd: operator.add, torch.add: torch.add,
-    operator.sub: operator.sub, operator.isub: operator.sub, torch.sub: torch.sub,
-    operator.mul: operator.mul, operator.imul: operator.mul, torch.mul: torch.mul,
-}  # fmt: skip
-_DENSE_FUNCTIONS = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.linear, F.avg_pool2d, F.max_pool2d, F.softmax}
-_POINTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "add", "mul", "sub"}
-
-
-def _module_op(module: nn.Module, name: str) -> tuple[str, dict[str, Any]]:
-    """``(kind, Op fields)`` for a call of ``module``, or :class:`UnsupportedModelError`."""
-    kind_name = type(module).__name__
-    if isinstance(module, nn.Conv2d):
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            raise UnsupportedModelError(f"{name}: Conv2d with padding={module.padding!r}, mode {module.padding_mode!r}")
-        m = module
-        return "spatial", dict(
-            call=lambda v: F.conv2d(v[0], m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups),
-            patch_call=lambda x: F.conv2d(x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups),
-            geometry=_geometry(m.kernel_size, m.stride, m.padding, m.dilation),
-            macs_per_output=m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1],
-        )
-    if isinstance(module, nn.MaxPool2d):
-        if module.return_indices:
-            raise UnsupportedModelError(f"{name}: MaxPool2d with return_indices=True")
-        m = module
-        return "spatial", dict(
-            call=lambda v: F.max_pool2d(v[0], m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode),
-            patch_call=lambda x: F.max_pool2d(x, m.kernel_size, m.stride, 0, m.dilation),
-            geometry=_geometry(m.kernel_size, m.stride, m.padding, m.dilation),
-            pad_value=float("-inf"),
-            ceil_mode=m.ceil_mode,
-        )
-    if isinstance(module, nn.AvgPool2d):
-        m = module
-        call = dict(call=lambda v: m(v[0]))
-        if m.divisor_override is not None or (not m.count_include_pad and _pair(m.padding) != (0, 0)):
-            return "dense", call
-        return "spatial", dict(
-            **call,
-            patch_call=lambda x: F.avg_pool2d(x, m.kernel_size, m.stride, 0),
-            geometry=_geometry(m.kernel_size, m.stride, m.padding, 1),
-            ceil_mode=m.ceil_mode,
-        )
-    if isinstance(module, nn.BatchNorm2d):
-        if module.training or module.running_mean is None:
-            raise UnsupportedModelError(f"{name}: BatchNorm2d in training mode (or without running statistics)")
-        m = module
-        return "elementwise", dict(
-            call=lambda v: F.batch_norm(v[0], m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
-        )
-    if isinstance(module, nn.LocalResponseNorm):  # across channels only: spatially pointwise
-        m = module
-        return "elementwise", dict(call=lambda v: F.local_response_norm(v[0], m.size, m.alpha, m.beta, m.k))
-    if isinstance(module, _IDENTITIES):
-        if module.training and not isinstance(module, nn.Identity):
-            raise UnsupportedModelError(f"{name}: {kind_name} in training mode (random)")
-        return "elementwise", dict(call=lambda v: v[0])
-    if isinstance(module, _ACTIVATIONS):
-        fn = _clone_if_inplace(module)
-        return "elementwise", dict(call=lambda v: fn(v[0]))
-    if isinstance(module, nn.Linear):
-        m = module
-        return "dense", dict(call=lambda v: F.linear(v[0], m.weight, m.bias), macs_per_output=m.in_features)
-    if isinstance(module, _DENSE_MODULES):
-        if isinstance(module, nn.Flatten) and not module.start_dim >= 1:
-            raise UnsupportedModelError(
-                f"{name}: Flatten(start_dim={module.start_dim}) would merge the batch dimension"
-            )
-        if isinstance(module, (nn.Softmax, nn.LogSoftmax)) and not (module.dim is not None and module.dim >= 1):
-            raise UnsupportedModelError(f"{name}: {kind_name}(dim={module.dim}) mixes examples")
-        m = module
-        return "dense", dict(call=lambda v: m(v[0]))
-    raise UnsupportedModelError(f"{name}: module type {kind_name} is not supported")
-
-
-def _function_op(node: fx.Node) -> tuple[str, Callable[..., Any]]:
-    """``(kind, function)`` of a ``call_function`` / ``call_method`` node, or :class:`UnsupportedModelError`."""
-    target, kwargs = node.target, node.kwargs
-    if node.op == "call_method":
-        if target in _POINTWISE_METHODS:
-            return "elementwise", lambda *a, **k: getattr(a[0], target)(*a[1:], **k)
-        if target == "flatten" and _start_dim(node) >= 1:
-            return "dense", lambda *a, **k: a[0].flatten(*a[1:], **k)
-        raise UnsupportedModelError(f"{node.name}: tensor method .{target}() is not supported")
-    if target in _POINTWISE_FUNCTIONS:
-        return "elementwise", lambda *a, **k: target(*a, **{**k, **({"inplace": False} if "inplace" in k else {})})
-    if target in _BINARY_FUNCTIONS:
-        return "elementwise", _BINARY_FUNCTIONS[target]
-    if target is torch.cat:
-        dim = node.args[1] if len(node.args) > 1 else kwargs.get("dim", 0)
-        if dim not in (1, -3):
-            raise UnsupportedModelError(f"{node.name}: torch.cat along dim {dim} (only channels, dim=1)")
-        return "elementwise", torch.cat
-    if target is torch.flatten:
-        if _start_dim(node) < 1:
-            raise UnsupportedModelError(f"{node.name}: torch.flatten from dim 0 would merge the batch dimension")
-        return "dense", torch.flatten
-    if target in _DENSE_FUNCTIONS:
-        return "dense", target
-    raise UnsupportedModelError(f"{node.name}: function {getattr(target, '__name__', target)!r} is not supported")
-
-
-def _start_dim(node: fx.Node) -> int:
-    value = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-    return value if isinstance(value, int) else -1
-
-
 def _bind(fn: Callable[..., Any], node: fx.Node, order: list[fx.Node]) -> Callable[[list[Any]], Any]:
+    """``fn`` applied to the node's arguments, given the values of the tensors ``order`` it reads.
+
+    Folded nodes among the arguments (sizes such as ``x.size(0) // 2``, tuples such as ``x.chunk(2, 1)``) are
+    computed from those tensors on every call, so a size read from a patch is the patch's size.
+    """
     args, kwargs = node.args, node.kwargs
 
     def call(values: list[Any]) -> Any:
         lookup = dict(zip(order, values, strict=True))
-        return fn(*fx.node.map_arg(args, lookup.__getitem__), **fx.node.map_arg(kwargs, lookup.__getitem__))
+
+        def value(n: fx.Node) -> Any:
+            if n not in lookup:
+                a, k = fx.node.map_arg(n.args, value), fx.node.map_arg(n.kwargs, value)
+                lookup[n] = getattr(a[0], str(n.target))(*a[1:], **k) if n.op == "call_method" else n.target(*a, **k)
+            return lookup[n]
+
+        return fn(*fx.node.map_arg(args, value), **fx.node.map_arg(kwargs, value))
 
     return call
+
+
+def _is_tuple_node(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in TUPLE_METHODS
+    return node.op == "call_function" and node.target in TUPLE_METHODS.values()
+
+
+def _operands(node: fx.Node, folded: set[fx.Node]) -> list[fx.Node]:
+    """The tensor nodes ``node`` reads, directly or through folded size and tuple nodes (in order, once each)."""
+    result: list[fx.Node] = []
+    for n in node.all_input_nodes:
+        for leaf in _operands(n, folded) if n in folded else [n]:
+            if leaf not in result:
+                result.append(leaf)
+    return result
+
+
+def _read_for_size_only(node: fx.Node, operands: list[fx.Node], shapes: set[fx.Node]) -> tuple[int, ...]:
+    """Positions in ``operands`` of the tensors ``node`` reads only through their sizes (``x.size()``)."""
+    data: set[fx.Node] = set()
+    pending = [n for n in node.all_input_nodes if n not in shapes]
+    while pending:  # through tuple nodes (x.chunk(2, 1)) the data itself is read
+        n = pending.pop()
+        if n in operands:
+            data.add(n)
+        else:
+            pending.extend(m for m in n.all_input_nodes if m not in shapes)
+    return tuple(k for k, n in enumerate(operands) if n not in data)
 
 
 _traced: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], Any]]
@@ -327,34 +243,24 @@ def trace_ops(model: nn.Module) -> tuple[list[Op], dict[str, int]]:
     graph.eliminate_dead_code()
     ops: list[Op] = []
     index: dict[fx.Node, int] = {}
+    shapes: set[fx.Node] = set()
+    tuples: set[fx.Node] = set()
     for node in graph.nodes:
-        operands = [n for n in node.all_input_nodes]
+        if node.op in ("call_function", "call_method") and is_shape_node(node, shapes):
+            shapes.add(node)  # folded: computed by the ops that read it, from their inputs
+            continue
+        if _is_tuple_node(node):
+            tuples.add(node)  # folded: each getitem of it is one op
+            continue
+        operands = _operands(node, shapes | tuples)
         inputs = tuple(index[n] for n in operands)
         if node.op == "placeholder" and not node.users and node.args:
             continue  # an unused argument with a default value
-        if node.op == "placeholder":
-            if any(op.kind == "input" for op in ops):
-                raise UnsupportedModelError("the model's forward takes more than one tensor argument")
-            op = Op(node.name, "input")
-        elif node.op == "get_attr":
-            value = root
-            for part in str(node.target).split("."):
-                value = getattr(value, part)
-            op = Op(node.name, "const", value=value)
-        elif node.op == "output":
-            if not isinstance(node.args[0], fx.Node):
-                raise UnsupportedModelError("the model returns a tuple, list or dict, not one tensor")
-            op = Op(node.name, "output", inputs=inputs, call=lambda v: v[0])
-        elif node.op == "call_module":
-            kind, fields = _module_op(root.get_submodule(str(node.target)), str(node.target))
-            if len(operands) != 1 or node.kwargs:
-                raise UnsupportedModelError(
-                    f"{node.target}: module called with {len(operands)} tensors or keyword arguments"
-                )
-            op = Op(node.name, kind, inputs=inputs, **fields)
-        else:
-            kind, fn = _function_op(node)
-            op = Op(node.name, kind, inputs=inputs, call=_bind(fn, node, operands))
+        try:
+            op = _node_op(node, root, inputs, operands, tuples, ops)
+        except UnsupportedOpError as error:
+            raise UnsupportedModelError(str(error)) from None
+        op.size_only = _read_for_size_only(node, operands, shapes)
         index[node] = len(ops)
         ops.append(op)
     module_outputs = {  # a module whose output nothing reads was removed with the dead code
@@ -363,3 +269,43 @@ def trace_ops(model: nn.Module) -> tuple[list[Op], dict[str, int]]:
     for name, position in module_outputs.items():
         ops[position].modules.append(name)
     return ops, module_outputs
+
+
+def _node_op(
+    node: fx.Node,
+    root: fx.GraphModule,
+    inputs: tuple[int, ...],
+    operands: list[fx.Node],
+    tuples: set[fx.Node],
+    ops: list[Op],
+) -> Op:
+    """The :class:`Op` of one (unfolded) node."""
+    if node.op == "placeholder":
+        if any(op.kind == "input" for op in ops):
+            raise UnsupportedModelError("the model's forward takes more than one tensor argument")
+        return Op(node.name, "input")
+    if node.op == "get_attr":
+        value = root
+        for part in str(node.target).split("."):
+            value = getattr(value, part)
+        return Op(node.name, "const", value=value)
+    if node.op == "output":
+        if not isinstance(node.args[0], fx.Node):
+            raise UnsupportedModelError("the model returns a tuple, list or dict, not one tensor")
+        return Op(node.name, "output", inputs=inputs, call=lambda v: v[0])
+    if node.op == "call_module":
+        kind, fields = _module_op(root.get_submodule(str(node.target)), str(node.target))
+        if len(operands) != 1 or node.kwargs:
+            raise UnsupportedModelError(
+                f"{node.target}: module called with {len(operands)} tensors or keyword arguments"
+            )
+        return Op(node.name, kind, inputs=inputs, **fields)
+    source = node.args[0] if node.args else None
+    if node.target is operator.getitem and isinstance(source, fx.Node) and source in tuples:
+        dim = source.args[2] if len(source.args) > 2 else source.kwargs.get("dim", 0)
+        if dim == 0:
+            raise UnsupportedModelError(f"{source.name}: .{source.target}() along dim 0 splits the batch")
+        call = _bind(operator.getitem, node, operands)
+        return Op(node.name, "elementwise", inputs=inputs, call=call, rule=("pointwise", (dim,)))
+    kind, fn, rule = _function_op(node)
+    return Op(node.name, kind, inputs=inputs, call=_bind(fn, node, operands), rule=rule)

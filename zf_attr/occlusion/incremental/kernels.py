@@ -91,8 +91,9 @@ def gather(
     """
     if isinstance(state, Tensor):  # whole values: pad like the cache and slice
         raise TypeError("gather needs a Patch or None; whole values are used as they are")
-    windows = cache.unfold(2, height, 1).unfold(3, width, 1)  # (N, C, H'-height+1, W'-width+1, height, width)
-    base = windows[context.example, :, top, left]  # (R, C, height, width), contiguous
+    ndim = cache.dim()
+    windows = cache.unfold(ndim - 2, height, 1).unfold(ndim - 1, width, 1)  # (N, C, H'-h+1, W'-w+1, h, w)
+    base = windows[(context.example, *[slice(None)] * (ndim - 3), top, left)]  # (R, C, height, width), contiguous
     if state is not None:
         paste(base, state, top.tolist(), left.tolist(), pad)
     return base
@@ -110,8 +111,8 @@ def paste(target: Tensor, state: Patch, top: list[int], left: list[int], pad: tu
         r0, r1 = max(t, st + pad[0]), min(t + height, st + pad[0] + h)
         c0, c1 = max(le, sl + pad[1]), min(le + width, sl + pad[1] + w)
         if r0 < r1 and c0 < c1:
-            target[r, :, r0 - t : r1 - t, c0 - le : c1 - le] = state.values[
-                r, :, r0 - st - pad[0] : r1 - st - pad[0], c0 - sl - pad[1] : c1 - sl - pad[1]
+            target[r, ..., r0 - t : r1 - t, c0 - le : c1 - le] = state.values[
+                r, ..., r0 - st - pad[0] : r1 - st - pad[0], c0 - sl - pad[1] : c1 - sl - pad[1]
             ]
 
 
@@ -147,12 +148,21 @@ def _cap(cap: float | None, size: int) -> int | None:
 def run_elementwise(
     op: Op, states: list[State], caches: list[Any], context: Context, consts: list[bool], out_shape: tuple[int, ...]
 ) -> State:
-    """A spatially pointwise op (inputs and output of one spatial shape): on the union of the changed rectangles."""
-    if len(states) == 1 and isinstance(states[0], Patch):  # one changed input: same rectangle, no cache needed
-        return Patch(op.call([states[0].values]), states[0].top, states[0].left)
-    if all(isinstance(s, Patch) or s is None for s in states):
-        top, left, h, w = _union(states, tuple(out_shape[-2:]), context.cap)
-        values = [gather(s, c, context, top, left, h, w) for s, c in zip(states, caches, strict=True)]
+    """A spatially pointwise op (inputs and output of one spatial shape): on the union of the changed rectangles.
+
+    Model constants (``consts``) are passed as they are (they broadcast: the same at every position).
+    """
+    tensors = [s for s, const in zip(states, consts, strict=True) if not const]
+    if len(tensors) == 1 and isinstance(tensors[0], Patch):  # one changed input: same rectangle, no cache needed
+        patch = tensors[0]
+        values = [c if const else patch.values for c, const in zip(caches, consts, strict=True)]
+        return Patch(op.call(values), patch.top, patch.left)
+    if all(isinstance(s, Patch) or s is None for s in tensors):
+        top, left, h, w = _union(tensors, tuple(out_shape[-2:]), context.cap)
+        values = [
+            c if const else gather(s, c, context, top, left, h, w)
+            for s, c, const in zip(states, caches, consts, strict=True)
+        ]
         return Patch(op.call(values), top, left)
     return run_dense(op, states, caches, context, consts)
 
