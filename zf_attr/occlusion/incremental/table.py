@@ -45,10 +45,28 @@ def geometry(kernel: Any, stride: Any, padding: Any, dilation: Any) -> tuple[Axi
     return AxisGeometry(k[0], s[0], p[0], d[0]), AxisGeometry(k[1], s[1], p[1], d[1])
 
 
-def _clone_if_inplace(module: nn.Module) -> Callable[[Any], Any]:
-    if getattr(module, "inplace", False):
+_OUT_OF_PLACE: dict[type[nn.Module], Callable[[Any, Any], Any]] = {
+    nn.ReLU: lambda m, x: torch.relu(x),
+    nn.ReLU6: lambda m, x: F.relu6(x),
+    nn.LeakyReLU: lambda m, x: F.leaky_relu(x, m.negative_slope),
+    nn.ELU: lambda m, x: F.elu(x, m.alpha),
+    nn.Hardtanh: lambda m, x: F.hardtanh(x, m.min_val, m.max_val),
+    nn.SiLU: lambda m, x: F.silu(x),
+    nn.Hardswish: lambda m, x: F.hardswish(x),
+    nn.Hardsigmoid: lambda m, x: F.hardsigmoid(x),
+    nn.Mish: lambda m, x: F.mish(x),
+    nn.SELU: lambda m, x: F.selu(x),
+}
+
+
+def _out_of_place(module: nn.Module) -> Callable[[Any], Any]:
+    """An activation module that never writes its input (the cached values): in place ones run out of place."""
+    if not getattr(module, "inplace", False):
+        return module
+    functional = _OUT_OF_PLACE.get(type(module))
+    if functional is None:  # a subclass: its own forward on a copy
         return lambda x: module(x.clone())
-    return module
+    return lambda x: functional(module, x)
 
 
 POINTWISE: tuple[str, tuple[int, ...]] = ("pointwise", ())
@@ -134,7 +152,7 @@ def module_op(module: nn.Module, name: str) -> tuple[str, dict[str, Any]]:
             raise UnsupportedOpError(f"{name}: {kind_name} in training mode (random)")
         return "elementwise", dict(call=lambda v: v[0])
     if isinstance(module, _ACTIVATIONS):
-        fn = _clone_if_inplace(module)
+        fn = _out_of_place(module)
         return "elementwise", dict(call=lambda v: fn(v[0]))
     if isinstance(module, nn.Linear):
         m = module
