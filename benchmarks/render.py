@@ -38,7 +38,9 @@ def _bound(value: float | None) -> str:
 
 def _err(case: dict[str, Any]) -> str:
     value = case.get("max_relative_error")
-    return "—" if value is None else "0" if value == 0 else f"{value:.1e}"
+    if value is None or value == 0:
+        return "—" if value is None else "0"
+    return str(int(value)) if case.get("kind") == "mining" else f"{value:.1e}"  # mining: entries that differ
 
 
 def _equal(case: dict[str, Any]) -> str:
