@@ -40,7 +40,6 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -55,9 +54,13 @@ import torchvision
 from captum.attr import NeuronDeconvolution
 from torch import Tensor, nn
 
+if __package__ in (None, ""):  # run as a script: the repository root is what makes `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import zf_attr
+from benchmarks.suite.projection import captum_projection, count_macs
 from zf_attr.attr._layers import capture_layer_output
 from zf_attr.attr.receptive_field import receptive_field
+from zf_attr.benchmarking import device_name, load_average, short_name
 
 MAX_RELATIVE_ERROR = 1e-4
 TARGET_RATIO = 10.0
@@ -90,60 +93,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def device_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown-cpu"
-
-
-def short_name(name: str) -> str:
-    name = re.sub(r"\((R|TM|tm|r)\)|@.*$|\bCPU\b|\bProcessor\b", " ", name)
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
 # ---------------------------------------------------------------------------------------------- FLOP bound
 def macs(model: nn.Module, layer: str, images: Tensor) -> dict[str, Any]:
     """Multiply-accumulates per image of the full forward pass, the pass up to ``layer`` and the ideal cone."""
-    records: list[tuple[str, int, tuple[int, int], int]] = []  # name, MACs per output position, (h, w), order
-    reached: list[int] = []
-    names = {module: name for name, module in model.named_modules()}
-
-    def count(module: nn.Module, args: Any, output: Tensor) -> None:
-        if isinstance(module, nn.Conv2d):
-            per_position = module.out_channels * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-            records.append((names[module], per_position, tuple(output.shape[-2:]), len(records)))
-        elif isinstance(module, nn.Linear):
-            records.append((names[module], module.in_features * module.out_features, (1, 1), len(records)))
-
+    counted = count_macs(model, layer, images)
     target = model.get_submodule(layer)
-    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    handles.append(target.register_forward_hook(lambda *_: reached.append(len(records))))
-    try:
-        with torch.no_grad():
-            model(images[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    full = sum(per * h * w for _, per, (h, w), _ in records)
-    below = records[: reached[0]]
-    to_layer = sum(per * h * w for _, per, (h, w), _ in below)
     # ideal sparse backward: at each conv below the layer, only the output positions inside the seed's cone
     seed_field = receptive_field(model, layer, (images[:1],))
     out_h, out_w = capture_layer_output(model, target, (images[:1],), stop=True)[0].shape[-2:]
     size = images.shape[-2:]
     cone_total = 0.0
-    for name, per, (h, w), _ in below:
+    for name, per, (h, w) in counted["below"]:
         field = receptive_field(model, name, (images[:1],))
         positions = 0
         for row in range(out_h):
@@ -153,7 +113,7 @@ def macs(model: nn.Module, layer: str, images: Tensor) -> dict[str, Any]:
                 cols = _inside(x0, x1, field.jump[1], field.lo[1], field.hi[1], w, size[1])
                 positions += rows * cols
         cone_total += per * positions / (out_h * out_w)
-    return {"full": full, "to_layer": to_layer, "cone_backward": cone_total}
+    return {"full": counted["full"], "to_layer": counted["to_layer"], "cone_backward": cone_total}
 
 
 def _inside(start: int, stop: int, jump: int, lo: int, hi: int, count: int, image: int) -> int:
@@ -166,16 +126,6 @@ def _inside(start: int, stop: int, jump: int, lo: int, hi: int, count: int, imag
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-def captum_call(captum_method: NeuronDeconvolution, images: Tensor, rows: Tensor, cols: Tensor, channel: int) -> Tensor:
-    batch = torch.arange(len(images))
-
-    def selector(output: Tensor) -> Tensor:
-        picked = output[batch, channel, rows, cols]
-        return picked * picked.detach()  # seeded with the activation itself, as zf_attr does
-
-    return captum_method.attribute(images, selector)
-
-
 def benchmark(layer: str, size: int, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model = torchvision.models.resnet18(weights=None).eval()
@@ -197,12 +147,12 @@ def benchmark(layer: str, size: int, batch: int, args: argparse.Namespace) -> di
     theirs = NeuronDeconvolution(model, model.get_submodule(layer))
     picks = torch.randperm(seeds, generator=torch.Generator().manual_seed(args.seed + 2))[: args.captum_calls]
     locations = result.locations
-    captum_call(theirs, images, locations[:, 0, 0], locations[:, 0, 1], 0)  # warm-up
+    captum_projection(theirs, images, locations[:, 0, 0], locations[:, 0, 1], 0)  # warm-up
     seconds, errors = [], []
     for m in picks.tolist():
         channel = m // args.k
         began = time.perf_counter()
-        expected = captum_call(theirs, images, locations[:, m, 0], locations[:, m, 1], channel)
+        expected = captum_projection(theirs, images, locations[:, m, 0], locations[:, m, 1], channel)
         seconds.append(time.perf_counter() - began)
         scale = expected.abs().max().item()
         diff = (result.projections[:, m] - expected).abs().max().item()
@@ -259,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    name = device_name()
+    name = device_name(torch.device("cpu"))
     report: dict[str, Any] = {
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": "cpu",

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,16 +40,17 @@ from typing import Any
 
 import torch
 import torchvision
-from bench_deconvnet import RESULTS_DIR, environment, load_average, short_name
 from captum.attr import Occlusion
 from torch import Tensor
 
 from zf_attr import DrillDown, OcclusionSensitivity
+from zf_attr.benchmarking import environment, load_average, relative_error, short_name, timed_call
 from zf_attr.models import zfnet
 from zf_attr.models.shapes import ShapesDataset
 from zf_attr.occlusion.incremental import occlusion_flops
 
 MAX_RELATIVE_ERROR = 1e-4
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -80,17 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def timed(call: Callable[[], Tensor], device: torch.device) -> tuple[float, Tensor]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    result = call()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, result
-
-
-def relative_error(ours: Tensor, reference: Tensor) -> float:
-    return float((ours.float() - reference.float()).abs().max() / reference.float().abs().max().clamp_min(1e-30))
+    return timed_call(call, device)
 
 
 def load(name: str, args: argparse.Namespace) -> torch.nn.Module:

@@ -42,12 +42,14 @@ from typing import Any
 
 import torch
 import torchvision
-from torch import Tensor, nn
 
+if __package__ in (None, ""):  # run as a script: the repository root is what makes `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.suite.mining import brute_force
+from benchmarks.suite.models import shapes_batches
 from zf_attr.analysis import TopKActivations, mine_top_k
 from zf_attr.attr._layers import capture_layer_output
 from zf_attr.benchmarking import environment, load_average, short_name
-from zf_attr.models.shapes import ShapesDataset
 
 TARGET_RATIO = 1.25
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -78,38 +80,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def make_batches(size: int, count: int, batch: int, seed: int) -> list[Tensor]:
-    dataset = ShapesDataset(count, seed=seed + 1000, image_size=size)
-    images = torch.stack([dataset[i][0] for i in range(count)])
-    return list(images.split(batch))
-
-
-def brute_force(model: nn.Module, layer: nn.Module, name: str, batches: list[Tensor], k: int) -> TopKActivations:
-    """Per channel: every image's map maximum (first location on ties), sorted in plain Python; the top k."""
-    maxima, where = [], []
-    with torch.no_grad():
-        for images in batches:
-            activation, _ = capture_layer_output(model, layer, (images,), stop=True)
-            value, flat = activation.flatten(2).max(dim=2)
-            maxima.append(value)
-            where.append(flat)
-            width = activation.shape[-1]
-            map_size = tuple(activation.shape[-2:])
-    values, flats = torch.cat(maxima).T, torch.cat(where).T  # (C, N)
-    channels = values.shape[0]
-    top_values = torch.empty(channels, k, dtype=values.dtype)
-    top_ids = torch.empty(channels, k, dtype=torch.long)
-    top_locations = torch.empty(channels, k, 2, dtype=torch.long)
-    for c in range(channels):
-        entries = sorted(range(values.shape[1]), key=lambda i, c=c: (-float(values[c, i]), i))[:k]
-        top_values[c] = values[c, entries]
-        top_ids[c] = torch.tensor(entries)
-        top_locations[c] = torch.stack([flats[c, entries] // width, flats[c, entries] % width], dim=-1)
-    return TopKActivations(
-        name, k, torch.arange(channels), top_values, top_ids, top_locations, sum(map(len, batches)), map_size
-    )
-
-
 def summary(seconds: list[float]) -> dict[str, Any]:
     return {"median_s": statistics.median(seconds), "min_s": min(seconds), "all_s": seconds}
 
@@ -118,7 +88,7 @@ def benchmark(layer_name: str, size: int, count: int, args: argparse.Namespace) 
     torch.manual_seed(args.seed)
     model = torchvision.models.resnet18(weights=None).eval()
     layer = model.get_submodule(layer_name)
-    batches = make_batches(size, count, args.batch, args.seed)
+    batches = shapes_batches(count, size, args.batch, args.seed)
 
     mined: dict[str, TopKActivations] = {}
 
