@@ -137,10 +137,12 @@ TABLES: list[tuple[str, Callable[[dict[str, Any]], bool], list[Column]]] = [
 
 
 def _approximation(case: dict[str, Any]) -> str:
-    if case.get("error_vs_exact") is None:
+    error = case.get("error_vs_exact", case.get("error_vs_float32"))
+    if error is None:
         return "exact"
     reported = case.get("reported_error")
-    return f"{case['error_vs_exact']:.2g} ({'—' if reported is None else f'{reported:.2g}'})"
+    against = "" if "error_vs_exact" in case else " vs float32"
+    return f"{error:.2g}{against} ({'—' if reported is None else f'{reported:.2g}'})"
 
 
 def _table(cases: Sequence[dict[str, Any]], columns: list[Column], memory: bool) -> str:

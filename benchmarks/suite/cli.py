@@ -45,6 +45,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", metavar="SUBSTRING",
                         help="run the cases whose name contains SUBSTRING (repeatable)")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="print the selected cases' names and exit")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="start no case after this many seconds (the rest are listed as not run)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -112,12 +114,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         raise SystemExit(0 if selected else 2)
     started, began, before = dt.datetime.now(dt.timezone.utc), time.perf_counter(), load_average()
     ctx = Context(device, args.quick, args.seed)
-    records = []
-    for index, case in enumerate(selected, 1):
-        print(f"[{index}/{len(selected)}] {case.name} ...", file=sys.stderr, flush=True)
-        records.append(_run_case(case, ctx))
-        print(f"    {_line(records[-1])}", file=sys.stderr, flush=True)
-    after = load_average()
+    out = args.out or default_out(device, name, args.quick)
+    out.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "suite": "python -m benchmarks",
         "command": ["python", "-m", "benchmarks", *sys.argv[1:]] if sys.argv[0].endswith("__main__.py") else None,
@@ -128,19 +126,35 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         "git_commit": _git_commit(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "load_average": {"before": before, "after": after},
-        "load_warning": load_warning(before, after, os.cpu_count(), torch.get_num_threads()),
+        "load_average": {"before": before, "after": None},
+        "load_warning": None,
         "quick": args.quick,
         "started": started.isoformat(timespec="seconds"),
-        "wall_s": time.perf_counter() - began,
+        "wall_s": None,
+        "complete": False,
         "settings": dataclasses.asdict(ctx.settings),
         "planted_mismatch": ctx.plant,
-        "cases": records,
+        "cases": [],
+        "not_run": [],
     }
     if device.type == "cuda":
         report["cuda"] = {"torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "tf32": False}
-    out = args.out or default_out(device, name, args.quick)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    for index, case in enumerate(selected, 1):
+        if args.time_budget is not None and time.perf_counter() - began > args.time_budget:
+            report["not_run"] = [later.name for later in selected[index - 1 :]]
+            print(f"time budget of {args.time_budget:g} s spent: {len(report['not_run'])} cases not run",
+                  file=sys.stderr)  # fmt: skip
+            break
+        print(f"[{index}/{len(selected)}] {case.name} ...", file=sys.stderr, flush=True)
+        report["cases"].append(_run_case(case, ctx))
+        print(f"    {_line(report['cases'][-1])}", file=sys.stderr, flush=True)
+        report["wall_s"] = time.perf_counter() - began
+        out.write_text(json.dumps(report, indent=2) + "\n")  # after every case: a run cut short keeps its results
+    after = load_average()
+    report["load_average"]["after"] = after
+    report["load_warning"] = load_warning(before, after, os.cpu_count(), torch.get_num_threads())
+    report["wall_s"] = time.perf_counter() - began
+    report["complete"] = not report["not_run"]
     out.write_text(json.dumps(report, indent=2) + "\n")
     return report, out
 
@@ -153,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {out} ({report['wall_s']:.0f} s)")
     if report["load_warning"]:
         print(f"WARNING: {report['load_warning']}", file=sys.stderr)
+    if report["not_run"]:
+        print(f"note: {len(report['not_run'])} cases not run (--time-budget): {', '.join(report['not_run'])}",
+              file=sys.stderr)  # fmt: skip
     if report["planted_mismatch"]:
         print(f"note: {PLANT_VARIABLE}={report['planted_mismatch']} planted a mismatch", file=sys.stderr)
     unequal = [case["name"] for case in report["cases"] if not case["equal"]]

@@ -114,7 +114,8 @@ def handwritten_gradcam(model: nn.Module, layer: nn.Module, images: Tensor, targ
     try:
         with torch.enable_grad():
             scores = model(images.detach().requires_grad_())
-            (gradient,) = torch.autograd.grad(scores[torch.arange(len(images)), targets].sum(), captured[0])
+            picked = scores[torch.arange(len(images), device=scores.device), targets]
+            (gradient,) = torch.autograd.grad(picked.sum(), captured[0])
     finally:
         handle.remove()
     return (gradient.mean(dim=(2, 3), keepdim=True) * captured[0]).sum(dim=1, keepdim=True).detach()

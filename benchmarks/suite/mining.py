@@ -87,8 +87,8 @@ def mining_case(ctx: Context, case: str, name: str) -> dict[str, Any]:
         "to_layer": to_layer,
     }
     checked = check_then_time(
-        calls, lambda out: differences(out["zf_attr"], expected), 0, warmup=settings.warmup,
-        repeats=settings.repeats, device=ctx.device,
+        calls, lambda out: differences(out["zf_attr"], expected), 0, warmup=settings.heavy_warmup,
+        repeats=settings.heavy_repeats, device=ctx.device,
     )  # fmt: skip
     record = case_record(
         case, name, (settings.mining_images, 3, size, size), checked, "plain inference, model(x) under no_grad",

@@ -109,7 +109,7 @@ def projection_case(ctx: Context, case: str, name: str) -> dict[str, Any]:
         "reference": loop,
     }
     checked = check_then_time(
-        calls, check, settings.occlusion_tolerance, warmup=settings.warmup, repeats=settings.repeats,
+        calls, check, settings.occlusion_tolerance, warmup=settings.heavy_warmup, repeats=settings.heavy_repeats,
         device=ctx.device,
     )  # fmt: skip
     macs = count_macs(ctx.cpu_model(name), layer, images.cpu())
