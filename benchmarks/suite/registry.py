@@ -53,8 +53,8 @@ def _plan(quick: bool, cuda: bool) -> dict[str, list[str]]:
         names = ["deconvnet", "gradcam", "neuron"]
         if not quick or model in ("zfnet", "resnet18"):
             names += ["projection", "mining", *(f"occlusion/{suffix}" for suffix in exact)]
-        elif model in ("efficientnet_b0", "convnext_tiny", "googlenet"):
-            names += ["occlusion/incremental"]
+        else:
+            names += ["occlusion/incremental", "occlusion/batched"]
         variants = cuda or (not quick and model == "resnet18")  # on the CPU only where cheap
         if variants and model in ("resnet18", "efficientnet_b0", "convnext_tiny"):
             names += ["deconvnet/channels_last", "deconvnet/bf16"]
