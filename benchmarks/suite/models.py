@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torchvision
@@ -20,7 +21,10 @@ from torch import Tensor, nn
 from zf_attr.models import zfnet
 from zf_attr.models.shapes import ShapesDataset
 
-__all__ = ["MODELS", "ModelSpec", "build", "captum_twin", "images_and_targets", "shapes_batches"]
+__all__ = ["MODELS", "OCCLUSION_ONLY", "ModelSpec", "build", "captum_twin", "images_and_targets", "shapes_batches"]
+
+#: torchvision models measured by the occlusion cases alone (random weights).
+OCCLUSION_ONLY = ("vgg11", "mnasnet1_0", "shufflenet_v2_x1_0", "mobilenet_v3_large", "regnet_y_400mf")
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class ModelSpec:
     Attributes:
         name: the suite's name (also in case names).
         builder: builds the model (random weights, seeded by the caller), in float32.
-        layer: the probe layer: neuron and feature-map projections, mining.
+        layer: the probe layer: neuron and feature-map projections, mining (``None``: occlusion cases only).
         gradcam_layer: the layer Grad-CAM reads.
         size: input side (``None``: the suite's size for the mode).
         trained: the model carries trained weights and is fed its own generated images.
@@ -38,8 +42,8 @@ class ModelSpec:
 
     name: str
     builder: Callable[[], nn.Module]
-    layer: str
-    gradcam_layer: str
+    layer: str | None = None
+    gradcam_layer: str | None = None
     size: int | None = None
     trained: bool = False
 
@@ -60,6 +64,8 @@ MODELS: dict[str, ModelSpec] = {
             "efficientnet_b0", lambda: torchvision.models.efficientnet_b0(weights=None), "features.5", "features.8"
         ),
         ModelSpec("zfnet", lambda: zfnet(variant="shapes", weights="DEFAULT"), "pool5", "pool5", 112, True),
+        # occlusion only: the other families the incremental engine covers, and VGG-11 (its largest FLOP bound)
+        *(ModelSpec(name, partial(getattr(torchvision.models, name), weights=None)) for name in OCCLUSION_ONLY),
     )
 }
 

@@ -7,6 +7,11 @@ output being the reference. Each case records the engine that actually ran (``en
 unsupported models fall back to batching, ``engine_note`` says why) and the FLOP bound of the incremental engine
 (:func:`zf_attr.occlusion.incremental.occlusion_flops`: full over changed-region multiply-accumulates).
 
+The float32 tolerance is 1e-4 (relative to the attribution's largest value), or 4 times the spread of Captum's own
+outputs over its batch sizes where that is larger (``reference_spread``): where the score drops are tiny against the
+scores (random-init ShuffleNet: drops of 1e-6 on scores of 3e-2), float32 rounding alone moves Captum by 2e-3
+between batch sizes, while in float64 the engines agree with it to 1e-8.
+
 The drill-down evaluates some windows exactly and interpolates the others, so its check is on the pixels that
 only evaluated windows cover: there it must equal Captum; its error over the whole map and the error it reports
 (``last_approximation_error``) are recorded beside. In bfloat16 the scores keep about 3 significant digits, and an
@@ -31,10 +36,13 @@ from zf_attr.benchmarking import case_record, check_then_time, relative_error, t
 from zf_attr.occlusion.incremental import UnsupportedModelError, occlusion_flops
 from zf_attr.occlusion.windows import WindowGrid
 
-__all__ = ["DRILL_DOWN", "captum_reference", "exact_pixels", "flop_bound", "occlusion_case"]
+__all__ = ["DRILL_DOWN", "NOISE", "captum_reference", "exact_pixels", "flop_bound", "occlusion_case"]
 
 #: The drill-down measured: every 3rd window along each axis, then the 10 % of the rest that matter most.
 DRILL_DOWN = DrillDown(step=3, refine=0.1)
+
+#: A float32 case may differ from Captum's ppe=1 output this many times as much as Captum's other batch sizes do.
+NOISE = 4
 
 
 def _geometry(ctx: Context, name: str) -> dict[str, Any]:
@@ -62,7 +70,8 @@ def captum_reference(ctx: Context, name: str) -> dict[str, Any]:
         warmup = 1 if ctx.quick or ctx.device.type == "cuda" else 0  # full CPU runs take minutes per call
         timings = time_interleaved(calls, warmup=warmup, repeats=ctx.settings.heavy_repeats, device=ctx.device)
         best = min(ppes, key=lambda ppe: timings[ppe].median)
-        return {"output": timings[1].output, "timings": timings, "best": best}
+        spread = max(relative_error(timings[ppe].output, timings[1].output) for ppe in ppes)
+        return {"output": timings[1].output, "timings": timings, "best": best, "spread": spread}
 
     return ctx.cached(name, "captum occlusion", run)
 
@@ -128,7 +137,9 @@ def occlusion_case(
         difference = (ours.double() - expected.double())[:, mask].abs().max().item() if mask.any() else 0.0
         return difference / scale if scale > 0 else (0.0 if difference == 0 else math.inf)
 
-    tolerance = settings.bf16_tolerance if variant == "bf16" else settings.occlusion_tolerance
+    # float32: as close as Captum's own batch sizes are to each other (x NOISE), and never stricter than 1e-4
+    tolerance = max(settings.occlusion_tolerance, NOISE * reference["spread"])
+    tolerance = settings.bf16_tolerance if variant == "bf16" else tolerance
     call = ctx.ours(case, lambda: method.attribute(image, target=target, **geometry))
     checked = check_then_time(
         {"zf_attr": call}, check, tolerance, warmup=settings.heavy_warmup, repeats=settings.heavy_repeats,
@@ -143,7 +154,7 @@ def occlusion_case(
         window=settings.window, stride=settings.stride, windows=grid.num_windows,
         windows_evaluated=method.last_windows_evaluated, perturbations_per_eval=method.last_perturbations_per_eval,
         reported_error=method.last_approximation_error, flop_bound=bound, flop_bound_note=bound_note,
-        reference_default_s=timings[1].median, reference_best_ppe=best,
+        reference_default_s=timings[1].median, reference_best_ppe=best, reference_spread=reference["spread"],
         reference_ppe_s={str(ppe): timing.median for ppe, timing in timings.items()},
         reference_timing=timings[best].as_dict(),
     )  # fmt: skip

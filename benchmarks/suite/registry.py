@@ -17,13 +17,14 @@ import torch
 from benchmarks.suite.context import Context
 from benchmarks.suite.gradient import deconvnet_case, gradcam_case, neuron_case
 from benchmarks.suite.mining import mining_case
+from benchmarks.suite.models import OCCLUSION_ONLY
 from benchmarks.suite.occlusion import occlusion_case
 from benchmarks.suite.projection import projection_case
 
 __all__ = ["ORDER", "Case", "cases", "select"]
 
-#: The models, in the order a run visits them (cheapest first).
-ORDER = ("zfnet", "resnet18", "efficientnet_b0", "googlenet", "convnext_tiny", "vgg16")
+#: The models, in the order a run visits them (the six of every kind first, cheapest first).
+ORDER = ("zfnet", "resnet18", "efficientnet_b0", "googlenet", "convnext_tiny", "vgg16", *OCCLUSION_ONLY)
 
 #: Occlusion settings: case suffix → keyword arguments of :func:`~benchmarks.suite.occlusion.occlusion_case`.
 OCCLUSION: dict[str, dict[str, Any]] = {
@@ -50,6 +51,9 @@ def _plan(quick: bool, cuda: bool) -> dict[str, list[str]]:
     exact = ["incremental", "batched", "auto", "drill-down"]
     plan: dict[str, list[str]] = {}
     for model in ORDER:
+        if model in OCCLUSION_ONLY:
+            plan[model] = ["occlusion/incremental"] if quick else ["occlusion/incremental", "occlusion/batched"]
+            continue
         names = ["deconvnet", "gradcam", "neuron"]
         if not quick or model in ("zfnet", "resnet18"):
             names += ["projection", "mining", *(f"occlusion/{suffix}" for suffix in exact)]
