@@ -9,7 +9,7 @@ and one results format (the suite's: a list of ``cases``, each checked before it
   Exit status 1 when an occlusion output differs from Captum's beyond the tolerance (the deconvnet and guided
   backprop differences are reported, not failed: on models with functional rectifiers Captum returns the plain
   gradient, and zf_attr does not).
-* **the suite** (``--suite``, from a checkout of the repository): the cases of ``python -m benchmarks`` (six models,
+* **the suite** (``--suite``, from a checkout of the repository): the cases of ``python -m benchmarks`` (eleven models,
   every method, both occlusion engines); ``--quick`` and ``--only`` select as there. The suite's cases live in the
   checkout's ``benchmarks/`` (not in the installed package); from an installed copy the subcommand says how to
   get them.
