@@ -88,7 +88,7 @@ def benchmark(layer_name: str, size: int, count: int, args: argparse.Namespace) 
     torch.manual_seed(args.seed)
     model = torchvision.models.resnet18(weights=None).eval()
     layer = model.get_submodule(layer_name)
-    batches = shapes_batches(count, size, args.batch, args.seed)
+    batches = list(shapes_batches(count, size, args.batch, args.seed))
 
     mined: dict[str, TopKActivations] = {}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 import torch
 import torchvision
@@ -110,7 +110,9 @@ def images_and_targets(name: str, batch: int, size: int, seed: int, classes: int
     return images, torch.randint(0, classes, (batch,), generator=generator)
 
 
-def shapes_batches(count: int, size: int, batch: int, seed: int) -> list[Tensor]:
-    """``count`` generated shapes images of side ``size`` in batches of ``batch`` (the data mining reads)."""
+@lru_cache(maxsize=2)
+def shapes_batches(count: int, size: int, batch: int, seed: int) -> tuple[Tensor, ...]:
+    """``count`` generated shapes images of side ``size`` in batches of ``batch`` (the data mining reads; kept for
+    the next model, as rendering 1024 images takes seconds)."""
     data = ShapesDataset(count, seed=seed + 1000, image_size=size)
-    return list(torch.stack([data[i][0] for i in range(count)]).split(batch))
+    return tuple(torch.stack([data[i][0] for i in range(count)]).split(batch))
