@@ -152,15 +152,21 @@ def test_engine_equals_full_recomputation_in_float64(name: str) -> None:
     windows = (
         [grid.slices(i) for i in (0, grid.num_windows // 2, grid.num_windows - 1)] if heavy else some_windows(grid)
     )
-    fill = torch.randn(1, 3, 1, 1, dtype=dtype)
+    _, error = engine_error_on_the_effect(model, x, windows, torch.randn(1, 3, 1, 1, dtype=dtype))
+    assert error <= tolerance
+
+
+def engine_error_on_the_effect(
+    model: nn.Module, x: torch.Tensor, windows: list, fill: torch.Tensor
+) -> tuple[IncrementalEngine, float]:
+    """The engine for ``model`` on ``x``, and its error relative to the occlusion's effect (checked to be real)."""
     with torch.no_grad():
         unoccluded = model(x)
         engine = IncrementalEngine(model, x, unoccluded)
     expected = occluded_reference(model, x, windows, fill) - unoccluded.repeat(len(windows), 1)
     actual = engine.run(windows, fill) - unoccluded.repeat(len(windows), 1)
-    # the error is measured against the effect of the occlusion, which must be real
     assert expected.abs().max() > 1e-3 * unoccluded.abs().max()
-    assert relative_error(actual, expected) <= tolerance
+    return engine, relative_error(actual, expected)
 
 
 class EveryOp(nn.Module):

@@ -179,7 +179,6 @@ class IncrementalEngine:
         self.layouts: list[Layout] = []
         remaining = [len(users) for users in self.users]
         droppable = [True] * len(self.ops)
-        kept_kinds = ("input", "const")
         for op in self.ops:
             consts = [self.ops[j].value if self.ops[j].kind == "const" else None for j in op.inputs]
             if op.kind == "input":
@@ -189,14 +188,15 @@ class IncrementalEngine:
             else:
                 assert op.call is not None
                 value = op.call([values[j] for j in op.inputs])
-                shape = tuple(value.shape) if isinstance(value, Tensor) else ()
+            shape = tuple(value.shape) if isinstance(value, Tensor) else ()
+            if op.kind not in ("input", "const"):
                 ins = [self.layouts[j] for j in op.inputs]
                 op.kind, layout = classify(op, ins, [self.shapes[j] for j in op.inputs], consts, shape)
                 if op.kind == "spatial" and not self._spatial_fits(op, self.shapes[op.inputs[0]], shape):
                     op.kind, layout = "dense", None  # e.g. average pooling whose ceil mode changes the output size
             values.append(value)
             self.layouts.append(layout)
-            self.shapes.append(tuple(value.shape) if isinstance(value, Tensor) else ())
+            self.shapes.append(shape)
             tensors = sum(const is None for const in consts)
             for j in op.inputs:
                 droppable[j] &= (
@@ -204,7 +204,12 @@ class IncrementalEngine:
                     and self.shapes[-1] == self.shapes[j] and self.layouts[-1] == self.layouts[j]
                 )  # fmt: skip
                 remaining[j] -= 1
-                if remaining[j] == 0 and droppable[j] and j not in self.kept and self.ops[j].kind not in kept_kinds:
+                if (
+                    remaining[j] == 0
+                    and droppable[j]
+                    and j not in self.kept
+                    and self.ops[j].kind not in ("input", "const")
+                ):
                     values[j] = None
         for i, op in enumerate(self.ops):  # the engine's representation: spatial dims last
             if op.call is not None:

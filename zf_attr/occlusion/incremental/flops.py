@@ -9,6 +9,7 @@ pooling, the layer counts in full. ``full / incremental`` is the speed-up an exa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -78,7 +79,7 @@ def occlusion_flops(model: nn.Module, input_shape: tuple[int, int, int], window:
     for i, op in enumerate(ops):
         out = shapes[i]
         if op.macs_per_output:
-            per_position = op.macs_per_output * (int(torch.tensor(out[1:-2]).prod()) if len(out) >= 4 else 1)
+            per_position = op.macs_per_output * (math.prod(out[1:-2]) if len(out) >= 4 else 1)
             full = op.macs_per_output * int(torch.tensor(out[1:]).prod())
             region = regions[i]
             if isinstance(region, Tensor):
