@@ -233,14 +233,30 @@ def test_memory_stays_flat_over_500_images(tmp_path: Path) -> None:
     assert peaks[500] - peaks[50] < 20, peaks
 
 
+STALLS_AFTER_TWO = """
+import os, pathlib, time
+_tiny = tiny
+def tiny():
+    model = _tiny()
+    manifest = os.environ.get("TINY_STALL_AFTER_TWO")
+    def stall(module, args):
+        while manifest and pathlib.Path(manifest).is_file() and pathlib.Path(manifest).read_text().count("\\n") >= 2:
+            time.sleep(0.05)
+    model.register_forward_pre_hook(stall)
+    return model
+"""
+
+
 def test_resume_after_a_killed_process(tmp_path: Path) -> None:
     """SIGKILL in the middle of a run, then --resume: what was finished stays as it was, the rest is made."""
-    (tmp_path / "tiny_models.py").write_text(TINY)
+    (tmp_path / "tiny_models.py").write_text(TINY + STALLS_AFTER_TWO)
     data, out = images(tmp_path / "data", 12), tmp_path / "out"
+    manifest = out / "manifest.jsonl"
     command = [sys.executable, "-m", "zf_attr", "explain", str(data), "--out", str(out), "--no-figures",
                "--batch-size", "1", *TINY_ARGS]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = out / "manifest.jsonl"
+    # The first run's model stalls once two results are recorded, so the kill lands midway however fast the machine.
+    stalling = {**os.environ, "TINY_STALL_AFTER_TWO": str(manifest)}
+    process = subprocess.Popen(command, cwd=tmp_path, env=stalling, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if manifest.is_file() and manifest.read_text().count("\n") >= 2:
