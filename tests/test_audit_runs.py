@@ -256,7 +256,8 @@ def test_resume_after_a_killed_process(tmp_path: Path) -> None:
                "--batch-size", "1", *TINY_ARGS]  # fmt: skip
     # The first run's model stalls once two results are recorded, so the kill lands midway however fast the machine.
     stalling = {**os.environ, "TINY_STALL_AFTER_TWO": str(manifest)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=stalling, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    process = subprocess.Popen(command, cwd=tmp_path, env=stalling, **quiet)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if manifest.is_file() and manifest.read_text().count("\n") >= 2:
