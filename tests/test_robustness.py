@@ -453,6 +453,76 @@ def test_peak_memory_growth_stays_within_the_budget(engine: str, budget_mib: int
     assert case["within_budget"], case
 
 
+@pytest.mark.sweep
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak resident memory reset needs Linux")
+def test_convnext_keeps_an_explicit_budget() -> None:
+    """ConvNeXt-T at 224 (an even 14 x 14 grid) under 128 MiB grew by 135 MiB with copies sized on a border window."""
+    sys.path.insert(0, str(PACKAGE.parent))
+    from benchmarks.bench_memory_budget import measure
+
+    case = measure("convnext_tiny", 224, 128, "incremental", stride=16)
+    assert case["within_budget"], case
+
+
+def test_the_engine_sizes_a_copy_on_the_central_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window's changes spread furthest from the middle of the grid; a border window underestimates a copy."""
+    from zf_attr.occlusion.incremental.engine import IncrementalEngine
+
+    seen = []
+    original = IncrementalEngine.bytes_per_copy
+
+    def spy(self: IncrementalEngine, window: tuple[slice, ...], baseline: torch.Tensor) -> int:
+        seen.append(window)
+        return original(self, window, baseline)
+
+    monkeypatch.setattr(IncrementalEngine, "bytes_per_copy", spy)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.Flatten(),
+                          nn.LazyLinear(2)).eval()  # fmt: skip
+    x = torch.randn(1, 3, 32, 32)
+    model(x)
+    OcclusionSensitivity(model, engine="incremental").attribute(x, (3, 4, 4), strides=(3, 4, 4), target=0)
+    assert seen == [(slice(0, 3), slice(16, 20), slice(16, 20))]  # position (4, 4) of the 8 x 8 grid
+
+
+def test_the_engine_holds_about_its_cache_while_it_builds_it() -> None:
+    """Values no batch reads are dropped during the unoccluded pass, so a limit just above the cache is enough."""
+    import torchvision
+
+    from zf_attr.occlusion.incremental import CacheTooLargeError
+    from zf_attr.occlusion.incremental.engine import IncrementalEngine
+
+    torch.manual_seed(0)
+    model = torchvision.models.convnext_tiny(num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    cache = IncrementalEngine(model, x).cache_bytes
+    IncrementalEngine(model, x, max_cache_bytes=int(1.25 * cache))  # before: held between 1.5 and 2 x the cache
+    with pytest.raises(CacheTooLargeError, match=r"memory_budget=[\d.]+ MiB cannot hold the incremental engine"):
+        IncrementalEngine(model, x, max_cache_bytes=cache // 4)
+
+
+def test_an_explicit_budget_too_small_for_the_engine_falls_back_before_the_pass_holds_more() -> None:
+    from zf_attr.occlusion.incremental import engine as engine_module
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.LazyLinear(2)).eval()  # fmt: skip
+    x = torch.randn(1, 3, 64, 64)
+    model(x)
+    reference = OcclusionSensitivity(model, engine="batched").attribute(x, (3, 8, 8), strides=(3, 8, 8), target=0)
+    method = OcclusionSensitivity(model, engine="incremental")
+    built = []
+    original = engine_module.IncrementalEngine._prune_caches
+    engine_module.IncrementalEngine._prune_caches = lambda self: built.append(1) or original(self)
+    try:
+        with pytest.warns(ZFAttrWarning, match=r"memory_budget=0.2 MiB cannot hold the incremental engine's cache"):
+            result = method.attribute(x, (3, 8, 8), strides=(3, 8, 8), target=0, memory_budget=2**18)
+    finally:
+        engine_module.IncrementalEngine._prune_caches = original
+    assert built == []  # stopped during the unoccluded pass, before the whole cache existed
+    assert method.last_engine == "batched"
+    torch.testing.assert_close(result, reference)
+
+
 def test_a_budget_below_one_copy_warns_with_the_size_needed() -> None:
     model = small_net()
     with pytest.warns(ZFAttrWarning, match=r"memory_budget=0.0 MiB is below the ~.* pass memory_budget >= \d+"):

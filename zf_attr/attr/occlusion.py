@@ -201,12 +201,12 @@ class OcclusionSensitivity(PerturbationAttribution):
             initial = self._scores(output, target, num_examples)
             engine = select_engine(
                 self, self.engine, self.forward_func, inputs_tuple, extra, output, macs[0],
-                dtype=self.dtype, channels_last=self.channels_last,
+                dtype=self.dtype, channels_last=self.channels_last, memory_budget=memory_budget,
             )  # fmt: skip
             budget = memory_budget if memory_budget is not None else default_memory_budget(inputs_tuple[0].device)
             batched_budget, batched_bytes = budget, bytes_per_copy
             if engine is not None:
-                bytes_per_copy = engine.bytes_per_copy(grids[0].slices(grids[0].num_windows // 2), fills[0])
+                bytes_per_copy = engine.bytes_per_copy(grids[0].slices(grids[0].central_window), fills[0])
                 if inputs_tuple[0].device.type == "cpu":
                     bytes_per_copy = int(bytes_per_copy * ENGINE_CPU_SLACK)
                 tail_batches = TAIL_BATCHES if engine.tail_weight_bytes >= TAIL_WEIGHT_BYTES else 1
@@ -214,6 +214,7 @@ class OcclusionSensitivity(PerturbationAttribution):
                 bytes_per_copy += 2 * (tail_batches - 1) * engine.tail_bytes_per_window
                 engine, budget = fit_engine(self, engine, memory_budget, int(budget), bytes_per_copy)
                 if engine is None:
+                    release_freed_memory(inputs_tuple[0].device)  # the dropped cache, before the batches
                     _, bytes_per_copy = measured_forward(
                         lambda: self.forward_func(*fresh(inputs_tuple), *extra), inputs_tuple
                     )

@@ -71,6 +71,19 @@ class WindowGrid:
             index.append(rest)
         return tuple(reversed(index))
 
+    @property
+    def central_window(self) -> int:
+        """Id of the window at the middle of every axis: the one whose changes spread furthest (memory estimates).
+
+        Example:
+            >>> WindowGrid((3, 8, 8), (3, 2, 2), (3, 2, 2)).central_window  # a 4 x 4 grid: position (0, 2, 2)
+            10
+        """
+        window_id = 0
+        for count in self.grid_shape:
+            window_id = window_id * count + count // 2
+        return window_id
+
     def slices(self, window_id: int) -> tuple[slice, ...]:
         """Index of window ``window_id`` into a non-batch slice of the input (cut off at the border)."""
         return tuple(

@@ -23,7 +23,14 @@ from zf_attr._intercept import intercept
 from zf_attr.attr._layers import capture_layer_output, default_feature_layer, resolve_layer
 from zf_attr.attr._rectified import LayerMap, layer_map
 from zf_attr.attr._rule_attribution import validate_variant
-from zf_attr.occlusion import WindowGrid, copies_per_batch, default_memory_budget, iter_occluded, measured_forward
+from zf_attr.occlusion import (
+    WindowGrid,
+    copies_per_batch,
+    default_memory_budget,
+    iter_occluded,
+    measured_forward,
+    release_freed_memory,
+)
 from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_engine, validate_engine_options
 
 __all__ = ["OcclusionStudy", "occlusion_study", "project_feature_map"]
@@ -210,10 +217,16 @@ def occlusion_study(
     budget = memory_budget if memory_budget is not None else default_memory_budget(batch.device)
     fill_value = torch.tensor(fill, dtype=batch.dtype, device=batch.device)
     state = _EngineChoice(engine)
-    incremental = select_engine(state, engine, model, (batch,), (), logits, macs[0], keep_modules=(layer_name,))
+    incremental = select_engine(
+        state, engine, model, (batch,), (), logits, macs[0], keep_modules=(layer_name,), memory_budget=memory_budget
+    )
     if incremental is not None:
-        bytes_per_copy = incremental.bytes_per_copy(grid.slices(grid.num_windows // 2), fill_value)
-        incremental, budget = fit_engine(state, incremental, memory_budget, budget, bytes_per_copy)
+        engine_bytes = incremental.bytes_per_copy(grid.slices(grid.central_window), fill_value)
+        incremental, budget = fit_engine(state, incremental, memory_budget, budget, engine_bytes)
+        if incremental is None:
+            release_freed_memory(batch.device)  # the dropped cache, before the batches
+        else:
+            bytes_per_copy = engine_bytes
     copies = copies_per_batch(budget, bytes_per_copy, grid.num_windows)
     totals, target_p, top_p = (torch.empty(grid.num_windows, device=batch.device) for _ in range(3))
     top_class = torch.empty(grid.num_windows, dtype=torch.long, device=batch.device)

@@ -6,16 +6,19 @@ the unoccluded image and recomputes, per layer, only the rectangle a batch of wi
 :func:`zf_attr.analysis.occlusion_study` when the model can be traced into supported ops.
 
 Modules: :mod:`.regions` (projective-field arithmetic), :mod:`.graph` (tracing and the op table),
-:mod:`.kernels` (per-op incremental computation), :mod:`.engine` (the driver), :mod:`.flops` (FLOP accounting).
+:mod:`.kernels` (per-op incremental computation), :mod:`.engine` (the driver), :mod:`.held` (the cache's memory),
+:mod:`.flops` (FLOP accounting).
 """
 
 from zf_attr.occlusion.incremental.engine import IncrementalEngine
 from zf_attr.occlusion.incremental.flops import OcclusionFlops, occlusion_flops
 from zf_attr.occlusion.incremental.graph import UnsupportedModelError, trace_ops
+from zf_attr.occlusion.incremental.held import CacheTooLargeError
 from zf_attr.occlusion.incremental.regions import AxisGeometry, affected_outputs, fit_regions, needed_inputs
 
 __all__ = [
     "AxisGeometry",
+    "CacheTooLargeError",
     "IncrementalEngine",
     "OcclusionFlops",
     "UnsupportedModelError",

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from zf_attr.occlusion.incremental.graph import Op, UnsupportedModelError, traced_ops
+from zf_attr.occlusion.incremental.held import HeldBytes, reads_caches
 from zf_attr.occlusion.incremental.kernels import (
     Context,
     Patch,
@@ -56,6 +57,8 @@ class IncrementalEngine:
         channels_last: hand patches to conv/pool in ``torch.channels_last`` memory format.
         keep_modules: names of modules whose outputs :meth:`run` may return (``extra``); see
             :meth:`node_of_module`.
+        max_cache_bytes: stop building (raise :class:`~zf_attr.occlusion.incremental.graph.UnsupportedModelError`)
+            as soon as the values held during the unoccluded pass take more than this (an explicit memory budget).
 
     Raises:
         UnsupportedModelError: the model cannot be traced or uses an op outside the table; ``str(error)`` says which.
@@ -90,6 +93,7 @@ class IncrementalEngine:
         dtype: torch.dtype | None = None,
         channels_last: bool = False,
         keep_modules: Sequence[str] = (),
+        max_cache_bytes: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise UnsupportedModelError("forward_func is a plain callable, not an nn.Module")
@@ -102,6 +106,7 @@ class IncrementalEngine:
         self.users = [[j for j, op in enumerate(self.ops) if i in op.inputs] for i in range(len(self.ops))]
         self.model, self.channels_last = model, channels_last
         self.kept = {self.module_outputs[name] for name in keep_modules if name in self.module_outputs}
+        self.max_cache_bytes = max_cache_bytes
         with torch.no_grad(), self._autocast():
             self.caches = self._forward(inputs)
         self.padded: dict[int, Tensor] = {}
@@ -134,7 +139,7 @@ class IncrementalEngine:
         """Keep only the cached values a batch reads; spatial ops read a padded copy (others a view into it)."""
         needed = {len(self.ops) - 1, *self.kept}
         for op in self.ops:
-            if op.kind in ("dense", "output") or (op.kind == "elementwise" and len(op.inputs) > 1):
+            if reads_caches(op) and op.kind != "spatial":
                 needed.update(op.inputs)
         shared: dict[tuple[Any, ...], Tensor] = {}
         viewed: set[int] = set()
@@ -171,14 +176,17 @@ class IncrementalEngine:
     def _forward(self, inputs: Tensor) -> list[Any]:
         """Every op's value on the unoccluded input, with each op's final kind and layout decided on the way.
 
-        A value only single-input pointwise ops read is dropped once read. Values in the channels-last layout
-        are kept as ``(N, C, H, W)`` views and the ops around them wrapped (:mod:`.layouts`).
+        A value is dropped once its last reader has run unless a batch reads it from the cache
+        (:func:`~.held.reads_caches`), so the pass holds about the cache, counted against ``max_cache_bytes``. Values
+        in the channels-last layout are kept as ``(N, C, H, W)`` views and the ops around them wrapped
+        (:mod:`.layouts`).
         """
         values: list[Any] = []
         self.shapes: list[tuple[int, ...]] = []
         self.layouts: list[Layout] = []
         remaining = [len(users) for users in self.users]
         droppable = [True] * len(self.ops)
+        held = HeldBytes(self.max_cache_bytes)
         for op in self.ops:
             consts = [self.ops[j].value if self.ops[j].kind == "const" else None for j in op.inputs]
             if op.kind == "input":
@@ -197,6 +205,8 @@ class IncrementalEngine:
             values.append(value)
             self.layouts.append(layout)
             self.shapes.append(shape)
+            if op.kind not in ("input", "const"):
+                held.add(value, op.name)
             tensors = sum(const is None for const in consts)
             for j in op.inputs:
                 droppable[j] &= (
@@ -206,10 +216,12 @@ class IncrementalEngine:
                 remaining[j] -= 1
                 if (
                     remaining[j] == 0
-                    and droppable[j]
+                    and (droppable[j] or not any(reads_caches(self.ops[u]) for u in self.users[j]))
                     and j not in self.kept
+                    and j != len(self.ops) - 1
                     and self.ops[j].kind not in ("input", "const")
-                ):
+                ):  # no batch reads it: dropped now, not after the pass (the pass's peak is the cache's)
+                    held.remove(values[j])
                     values[j] = None
         for i, op in enumerate(self.ops):  # the engine's representation: spatial dims last
             if op.call is not None:

@@ -28,9 +28,11 @@ from torch import Tensor, nn
 from zf_attr._guard import caller_stacklevel
 from zf_attr._lifecycle import Attachment
 from zf_attr.errors import ZFAttrWarning
+from zf_attr.occlusion.batching import release_freed_memory
 from zf_attr.occlusion.drill_down import DrillDown
 from zf_attr.occlusion.incremental.engine import IncrementalEngine
 from zf_attr.occlusion.incremental.graph import UnsupportedModelError
+from zf_attr.occlusion.incremental.held import CacheTooLargeError
 
 __all__ = [
     "AUTO_MIN_MACS",
@@ -109,7 +111,10 @@ def fixed_bytes(engine: IncrementalEngine) -> int:
 def fit_engine(
     method: Any, engine: IncrementalEngine, memory_budget: int | None, budget: int, bytes_per_copy: int
 ) -> tuple[IncrementalEngine | None, int]:
-    """``(engine or None, bytes left for the copies)``; ``None`` (with the reason noted) if it does not fit."""
+    """``(engine or None, bytes left for the copies)``; ``None`` (with the reason noted) if it does not fit.
+
+    With ``None``, drop the engine and call :func:`~zf_attr.occlusion.release_freed_memory` before the batches.
+    """
     fixed = fixed_bytes(engine)
     if memory_budget is None:
         return engine, budget
@@ -148,10 +153,13 @@ def select_engine(
     dtype: torch.dtype | None = None,
     channels_last: bool = False,
     keep_modules: tuple[str, ...] = (),
+    memory_budget: int | None = None,
 ) -> IncrementalEngine | None:
     """The incremental engine for this sweep, or ``None`` for plain batching (with the reason noted).
 
-    Sets ``method.last_engine`` (``"incremental"`` or ``"batched"``) and ``method.last_engine_note`` (why).
+    Sets ``method.last_engine`` (``"incremental"`` or ``"batched"``) and ``method.last_engine_note`` (why). An
+    explicit ``memory_budget`` stops the engine's construction as soon as its cache passes half the budget (it
+    could not fit: :func:`fixed_bytes`), before the unoccluded pass has held more.
     """
     reason, quiet = None, False
     if engine == "batched":
@@ -174,12 +182,17 @@ def select_engine(
     if reason is None:
         try:
             result = IncrementalEngine(
-                forward_func, inputs[0], output, dtype=dtype, channels_last=channels_last, keep_modules=keep_modules
-            )
+                forward_func, inputs[0], output, dtype=dtype, channels_last=channels_last, keep_modules=keep_modules,
+                max_cache_bytes=None if memory_budget is None else int(memory_budget) // 2,
+            )  # fmt: skip
             if any(result.node_of_module(name) is None for name in keep_modules):
                 result, reason = None, f"the layer {keep_modules[0]!r} is not one call of a module in the traced graph"
+        except CacheTooLargeError as error:  # like fit_engine: noted loudly only when the engine was asked for
+            reason, quiet = str(error), engine == "auto"
         except UnsupportedModelError as error:
             reason = str(error)
+        if result is None:  # what the unoccluded pass held goes back before the batches allocate theirs
+            release_freed_memory(inputs[0].device)
     method.last_engine = "batched" if result is None else "incremental"
     method.last_engine_note = reason or "incremental engine"
     if reason is not None and not quiet:
