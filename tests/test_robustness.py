@@ -464,6 +464,29 @@ def test_convnext_keeps_an_explicit_budget() -> None:
     assert case["within_budget"], case
 
 
+@pytest.mark.parametrize("name", ["resnet18", "shufflenet_v2_x0_5"])
+def test_an_engine_batch_leaves_no_reference_cycles(name: str) -> None:
+    """A cycle per op call kept each batch's tensors until the collector ran: ResNet-18 at 224 grew by 300 MiB
+    under a 128 MiB budget (ShuffleNet: the folded ``x.size()`` nodes of its channel shuffle)."""
+    import gc
+
+    import torchvision
+
+    from zf_attr.occlusion.incremental.engine import IncrementalEngine
+
+    torch.manual_seed(0)
+    engine = IncrementalEngine(torchvision.models.get_model(name, num_classes=10).eval(), torch.randn(1, 3, 64, 64))
+    windows = [(slice(0, 3), slice(16, 24), slice(16, 24)), (slice(0, 3), slice(0, 8), slice(40, 48))]
+    engine.run(windows, torch.zeros(()))
+    gc.collect()
+    gc.disable()
+    try:
+        engine.run(windows, torch.zeros(()))
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
 def test_the_engine_sizes_a_copy_on_the_central_window(monkeypatch: pytest.MonkeyPatch) -> None:
     """A window's changes spread furthest from the middle of the grid; a border window underestimates a copy."""
     from zf_attr.occlusion.incremental.engine import IncrementalEngine

@@ -130,17 +130,24 @@ def _bind(fn: Callable[..., Any], node: fx.Node, order: list[fx.Node]) -> Callab
     args, kwargs = node.args, node.kwargs
 
     def call(values: list[Any]) -> Any:
+        # no closure that refers to itself: such a cycle would keep every call's tensors alive until the
+        # garbage collector ran (ResNet-18's sweep under a 128 MiB budget grew by 300 MiB)
         lookup = dict(zip(order, values, strict=True))
-
-        def value(n: fx.Node) -> Any:
-            if n not in lookup:
-                a, k = fx.node.map_arg(n.args, value), fx.node.map_arg(n.kwargs, value)
-                lookup[n] = getattr(a[0], str(n.target))(*a[1:], **k) if n.op == "call_method" else n.target(*a, **k)
-            return lookup[n]
-
-        return fn(*fx.node.map_arg(args, value), **fx.node.map_arg(kwargs, value))
+        return fn(*_evaluated(args, lookup), **_evaluated(kwargs, lookup))
 
     return call
+
+
+def _evaluated(arguments: Any, lookup: dict[fx.Node, Any]) -> Any:
+    """``arguments`` with every node replaced by its value: from ``lookup``, or computed (folded nodes)."""
+    return fx.node.map_arg(arguments, lambda n: _value(n, lookup))
+
+
+def _value(n: fx.Node, lookup: dict[fx.Node, Any]) -> Any:
+    if n not in lookup:
+        a, k = _evaluated(n.args, lookup), _evaluated(n.kwargs, lookup)
+        lookup[n] = getattr(a[0], str(n.target))(*a[1:], **k) if n.op == "call_method" else n.target(*a, **k)
+    return lookup[n]
 
 
 def _is_tuple_node(node: fx.Node) -> bool:
