@@ -210,7 +210,7 @@ class Interceptor:
         self._attachment: Attachment | None = None
         self._stack: list[tuple[str, nn.Module]] = []
         self._counts: Counter[str] = Counter()
-        self._handlers = self._build_handlers()
+        self._handlers: dict[Any, Handler] = {}  # built on entering, dropped on leaving (they refer to self)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> ForwardTrace:
@@ -227,6 +227,7 @@ class Interceptor:
                 for name, module in self.model.named_modules():
                     attachment.hook(module.register_forward_pre_hook, functools.partial(self._push, name))
                     attachment.hook(module.register_forward_hook, self._pop, always_call=True)
+            self._handlers = self._build_handlers()
             attachment.mode = _InterceptMode(self._handlers, attachment)
             return attachment.mode.__enter__() and self.trace  # one line: pushed and returned, or neither
         except BaseException:
@@ -239,6 +240,9 @@ class Interceptor:
                 self._attachment.close()
         finally:
             self._stack.clear()
+            # without this cycle (self -> handlers -> bound methods -> self), the interceptor and its trace of
+            # the call's switches go as soon as the caller drops them, not at the next full garbage collection
+            self._handlers = {}
         return False
 
     def _push(self, name: str, module: nn.Module, args: Any) -> None:

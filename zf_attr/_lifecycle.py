@@ -107,6 +107,7 @@ class Attachment:
                 error = error or raised
         if error is not None:
             raise error
+        self.mode = None  # popped: the mode refers back to its attachment, a cycle that would hold both
         _forget(self)
 
     def _pop_mode(self) -> None:
