@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from zf_attr.benchmarking import device_name, environment, short_name
 
-    cases = []
+    device = torch.device("cpu")
+    out = args.out or ROOT / "benchmarks" / "results" / f"memory-budget-cpu-{short_name(device_name(device))}.json"
+    record = {"environment": environment(device), "cases": []}
+    cases = record["cases"]
     for model in args.models:
         for engine in args.engines:
             for budget in args.budgets:
@@ -108,11 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{model:10s} {engine:11s} -> {case['engine']:11s} budget {budget:4d} MiB  growth "
                     f"{case['growth_mib']:6.1f} MiB ({case['fraction_of_budget']:.0%})  {case['windows_per_batch']} "
-                    f"windows per batch  {'ok' if case['within_budget'] else 'OVER BUDGET'}"
+                    f"windows per batch  {'ok' if case['within_budget'] else 'OVER BUDGET'}",
+                    flush=True,
                 )
-    device = torch.device("cpu")
-    out = args.out or ROOT / "benchmarks" / "results" / f"memory-budget-cpu-{short_name(device_name(device))}.json"
-    out.write_text(json.dumps({"environment": environment(device), "cases": cases}, indent=2) + "\n")
+                out.write_text(json.dumps(record, indent=2) + "\n")  # after every case: a long run keeps its rows
     print(f"wrote {out}")
     return 0 if all(case["within_budget"] for case in cases) else 1
 
