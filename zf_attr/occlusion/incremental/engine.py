@@ -57,8 +57,8 @@ class IncrementalEngine:
         channels_last: hand patches to conv/pool in ``torch.channels_last`` memory format.
         keep_modules: names of modules whose outputs :meth:`run` may return (``extra``); see
             :meth:`node_of_module`.
-        max_cache_bytes: stop building (raise :class:`~zf_attr.occlusion.incremental.graph.UnsupportedModelError`)
-            as soon as the values held during the unoccluded pass take more than this (an explicit memory budget).
+        max_cache_bytes: stop building (raise :class:`~zf_attr.occlusion.incremental.held.CacheTooLargeError`, an
+            ``UnsupportedModelError``) once the values held during the unoccluded pass take more than this.
 
     Raises:
         UnsupportedModelError: the model cannot be traced or uses an op outside the table; ``str(error)`` says which.
