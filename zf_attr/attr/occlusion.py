@@ -35,7 +35,7 @@ from zf_attr.occlusion import (
     release_freed_memory,
 )
 from zf_attr.occlusion.drill_down import ERROR_SAMPLES, DrillDown, DrillDownPlan
-from zf_attr.occlusion.incremental.regions import batch_order
+from zf_attr.occlusion.incremental.regions import batch_order, representative_first
 from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_engine, validate_engine_options
 
 __all__ = ["OcclusionSensitivity"]
@@ -43,6 +43,8 @@ __all__ = ["OcclusionSensitivity"]
 #: The incremental engine's dense tail (e.g. VGG's fully connected layers, whose weights take longer to read than
 #: to multiply) runs on this many batches of windows at once ...
 TAIL_BATCHES = 8
+#: ``engine="auto"`` runs this many batches on each engine and times the last.
+MEASURED_BATCHES = 2
 #: ... when its linear weights take at least this many bytes (VGG-16: 472 MiB); a small tail (ResNet-18's 2 MiB
 #: classifier) gains nothing, and the memory its waiting inputs need is better spent on larger batches.
 TAIL_WEIGHT_BYTES = 64 * 2**20
@@ -267,7 +269,7 @@ class OcclusionSensitivity(PerturbationAttribution):
                 and self.engine == "auto"
                 and cap is None
                 and memory_budget is None  # an explicit budget is for the engine alone, not for both at once
-                and len(first_ids) >= 2 * (copies + batched_copies)
+                and len(first_ids) >= 2 * MEASURED_BATCHES * (copies + batched_copies)
             )
 
             def evaluate(ids: list[int]) -> None:
@@ -275,6 +277,7 @@ class OcclusionSensitivity(PerturbationAttribution):
                 if engine is None or self.last_engine == "batched":
                     batches = batched(ids, self.last_perturbations_per_eval)
                 elif measure:
+                    ids = representative_first(ids, grids[0], MEASURED_BATCHES * copies)
                     batches, measure = self._faster_engine(ids, incremental, batched, copies, batched_copies), False
                 else:
                     batches = incremental(ids, copies)
@@ -325,21 +328,25 @@ class OcclusionSensitivity(PerturbationAttribution):
         copies: int,
         batched_copies: int,
     ) -> Iterator[tuple[list[int], Any]]:
-        """``engine="auto"``: time one batch on each engine (both results kept), then go on with the faster one.
+        """``engine="auto"``: time batches on each engine (results kept), then go on with the faster one.
 
         The incremental engine's speed-up depends on the architecture (many small branches, as in GoogLeNet,
-        cost more in bookkeeping than they save), so it is measured, per window, on the sweep itself.
+        cost more in bookkeeping than they save), so it is measured, per window, on the sweep itself: each engine
+        runs :data:`MEASURED_BATCHES` batches and the last is timed (the first pays one-off costs, such as
+        oneDNN's set-up for a new batch size); the incremental engine's windows are of typical cost
+        (:func:`~zf_attr.occlusion.incremental.regions.representative_first`).
         """
         seconds = {}
         done = 0
         for name, run, k in (("incremental", incremental, copies), ("batched", batched, batched_copies)):
-            start = time.perf_counter()
-            chunk, out = next(run(ids[done : done + k], k))
-            if isinstance(out, Tensor) and out.is_cuda:
-                torch.cuda.synchronize(out.device)
-            seconds[name] = (time.perf_counter() - start) / len(chunk)
-            done += len(chunk)
-            yield chunk, out
+            for _ in range(MEASURED_BATCHES):
+                start = time.perf_counter()
+                chunk, out = next(run(ids[done : done + k], k))
+                if isinstance(out, Tensor) and out.is_cuda:
+                    torch.cuda.synchronize(out.device)
+                seconds[name] = (time.perf_counter() - start) / len(chunk)
+                done += len(chunk)
+                yield chunk, out
         winner = min(seconds, key=seconds.__getitem__)
         self.last_engine = winner
         self.last_perturbations_per_eval = copies if winner == "incremental" else batched_copies
