@@ -396,11 +396,30 @@ def test_auto_measures_both_engines_and_keeps_the_numbers() -> None:
     image = torch.randn(1, 3, 48, 48)
     kwargs = {"sliding_window_shapes": (3, 6, 6), "strides": (3, 2, 2), "target": 3}  # 22 x 22 windows
     auto = OcclusionSensitivity(model)
-    measured = auto.attribute(image, perturbations_per_eval=16, **kwargs)  # 484 windows >= 2 x (16 + 16): measured
+    measured = auto.attribute(image, perturbations_per_eval=16, **kwargs)  # 484 windows >= 4 x (16 + 16): measured
     assert auto.last_engine in ("incremental", "batched")
     assert auto.last_engine_note.startswith("engine='auto' measured ") and auto.last_engine in auto.last_engine_note
     reference = OcclusionSensitivity(model, engine="batched").attribute(image, **kwargs)
     assert (measured - reference).abs().max() <= 1e-4 * reference.abs().max()
+
+
+def test_auto_times_the_engine_on_windows_of_typical_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In row-major order the timed windows were the top border's, cheap because the border clips them."""
+    from zf_attr.occlusion.incremental.engine import IncrementalEngine
+
+    runs: list[list[tuple[slice, ...]]] = []
+    original = IncrementalEngine.run
+    monkeypatch.setattr(IncrementalEngine, "run", lambda self, windows, *a, **k: runs.append(list(windows))
+                        or original(self, windows, *a, **k))  # fmt: skip
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    OcclusionSensitivity(model).attribute(  # 8 x 8 windows: 28 on the border, 36 inside
+        torch.randn(1, 3, 64, 64), (3, 8, 8), strides=(3, 8, 8), target=3, perturbations_per_eval=1
+    )
+    warm_up, timed = runs[0], runs[1]  # then two batched batches, then the winner's
+    assert len(timed) == 1 and timed != warm_up
+    rows, cols = timed[0][1].start // 8, timed[0][2].start // 8
+    assert min(rows, cols, 7 - rows, 7 - cols) >= 1  # the median window by distance to the border is inside
 
 
 def test_a_module_whose_output_is_unused_is_traced() -> None:
