@@ -43,11 +43,11 @@ __all__ = ["OcclusionSensitivity"]
 #: The incremental engine's dense tail (e.g. VGG's fully connected layers, whose weights take longer to read than
 #: to multiply) runs on this many batches of windows at once ...
 TAIL_BATCHES = 8
-#: ``engine="auto"`` runs this many batches on each engine and times the last.
-MEASURED_BATCHES = 2
 #: ... when its linear weights take at least this many bytes (VGG-16: 472 MiB); a small tail (ResNet-18's 2 MiB
 #: classifier) gains nothing, and the memory its waiting inputs need is better spent on larger batches.
 TAIL_WEIGHT_BYTES = 64 * 2**20
+#: ``engine="auto"`` runs this many batches on each engine and times the last.
+MEASURED_BATCHES = 2
 #: On the CPU a window on the incremental engine costs this many times its estimated memory: oneDNN keeps a
 #: primitive (and its memory) for every patch shape it has seen, and glibc keeps freed buffers between batches.
 #: Measured on ResNet-18 at 224x224: 3.3 MiB per window against an estimate of 2.5 (benchmarks/bench_memory_budget.py).
@@ -277,8 +277,9 @@ class OcclusionSensitivity(PerturbationAttribution):
                 if engine is None or self.last_engine == "batched":
                     batches = batched(ids, self.last_perturbations_per_eval)
                 elif measure:
-                    typical = representative_first(ids, grids[0], copies)  # timed: the second batch
-                    ids = typical[copies : 2 * copies] + typical[:copies] + typical[2 * copies :]
+                    typical = representative_first(ids, grids[0], copies)  # timed: the last measured batch
+                    warm_up = typical[copies : MEASURED_BATCHES * copies]
+                    ids = warm_up + typical[:copies] + typical[MEASURED_BATCHES * copies :]
                     batches, measure = self._faster_engine(ids, incremental, batched, copies, batched_copies), False
                 else:
                     batches = incremental(ids, copies)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from zf_attr.occlusion.windows import WindowGrid
 
 __all__ = ["AxisGeometry", "affected_outputs", "batch_order", "fit_regions", "needed_inputs", "representative_first"]
 
@@ -131,12 +134,12 @@ def batch_order(positions: list[tuple[int, ...]], grid_shape: tuple[int, ...], p
     return sorted(range(len(positions)), key=key)
 
 
-def representative_first(ids: list[int], grid: Any, count: int) -> list[int]:
+def representative_first(ids: list[int], grid: WindowGrid, count: int) -> list[int]:
     """``ids`` with ``count`` windows of typical cost first: spread evenly over the order of border distance.
 
-    ``engine="auto"`` times the incremental engine on the first batch; in row-major order that batch is the top
-    border, whose changed regions the border clips (ConvNeXt-T at 224, window 16: 54 ms a window there, against
-    a sweep average that made the engine slower than batching).
+    ``engine="auto"`` times the incremental engine on these windows; in row-major order they were the top
+    border's, whose changed regions the border clips (ConvNeXt-T at 224, window 16: 54 ms a window there,
+    against a sweep average of about 100 ms).
 
     Example:
         >>> from zf_attr.occlusion import WindowGrid
