@@ -139,7 +139,7 @@ class IncrementalEngine:
         """Keep only the cached values a batch reads; spatial ops read a padded copy (others a view into it)."""
         needed = {len(self.ops) - 1, *self.kept}
         for op in self.ops:
-            if reads_caches(op) and op.kind != "spatial":
+            if reads_caches(op, self.ops) and op.kind != "spatial":
                 needed.update(op.inputs)
         shared: dict[tuple[Any, ...], Tensor] = {}
         viewed: set[int] = set()
@@ -185,7 +185,6 @@ class IncrementalEngine:
         self.shapes: list[tuple[int, ...]] = []
         self.layouts: list[Layout] = []
         remaining = [len(users) for users in self.users]
-        droppable = [True] * len(self.ops)
         held = HeldBytes(self.max_cache_bytes)
         for op in self.ops:
             consts = [self.ops[j].value if self.ops[j].kind == "const" else None for j in op.inputs]
@@ -207,16 +206,11 @@ class IncrementalEngine:
             self.shapes.append(shape)
             if op.kind not in ("input", "const"):
                 held.add(value, op.name)
-            tensors = sum(const is None for const in consts)
             for j in op.inputs:
-                droppable[j] &= (
-                    op.kind == "elementwise" and tensors == 1 and len(self.shapes[-1]) >= 3
-                    and self.shapes[-1] == self.shapes[j] and self.layouts[-1] == self.layouts[j]
-                )  # fmt: skip
                 remaining[j] -= 1
                 if (
                     remaining[j] == 0
-                    and (droppable[j] or not any(reads_caches(self.ops[u]) for u in self.users[j]))
+                    and not any(reads_caches(self.ops[u], self.ops) for u in self.users[j])
                     and j not in self.kept
                     and j != len(self.ops) - 1
                     and self.ops[j].kind not in ("input", "const")

@@ -20,9 +20,15 @@ class CacheTooLargeError(UnsupportedModelError):
     """The engine's cache would pass ``max_cache_bytes``; construction stopped there."""
 
 
-def reads_caches(op: Op) -> bool:
-    """Whether a batch reads the cached values of this op's inputs (spatial ops: a padded copy of them)."""
-    return op.kind in ("dense", "output", "spatial") or (op.kind == "elementwise" and len(op.inputs) > 1)
+def reads_caches(op: Op, ops: list[Op]) -> bool:
+    """Whether a batch reads the cached values of this op's inputs (spatial ops: a padded copy of them).
+
+    A pointwise op reads them when two or more of its inputs are tensors (it gathers each on the union of their
+    changed rectangles); with one tensor and model constants (a layer scale) it maps the changed values alone.
+    """
+    if op.kind == "elementwise":
+        return sum(ops[j].kind != "const" for j in op.inputs) > 1
+    return op.kind in ("dense", "output", "spatial")
 
 
 class HeldBytes:
