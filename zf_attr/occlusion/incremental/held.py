@@ -17,7 +17,18 @@ __all__ = ["CacheTooLargeError", "HeldBytes", "reads_caches"]
 
 
 class CacheTooLargeError(UnsupportedModelError):
-    """The engine's cache would pass ``max_cache_bytes``; construction stopped there."""
+    """The engine's cache would pass ``max_cache_bytes``; construction stopped there.
+
+    Example:
+        >>> import torch, torchvision
+        >>> from zf_attr.occlusion.incremental import IncrementalEngine
+        >>> model = torchvision.models.resnet18(weights=None).eval()
+        >>> try:
+        ...     IncrementalEngine(model, torch.randn(1, 3, 64, 64), max_cache_bytes=2**16)
+        ... except CacheTooLargeError as error:
+        ...     print(str(error).split(":")[0])
+        memory_budget=0.1 MiB cannot hold the incremental engine's cache of the unoccluded activations
+    """
 
 
 def reads_caches(op: Op, ops: list[Op]) -> bool:
