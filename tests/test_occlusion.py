@@ -166,13 +166,14 @@ def test_memory_budget_limits_the_batch_and_leaves_results_unchanged() -> None:
     model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(32, 4)).eval()  # fmt: skip
     x = torch.randn(2, 3, 16, 16)
-    _, per_copy = measured_forward(lambda: model(x), (x,))
+    _, per_copy, per_pass = measured_forward(lambda: model(x), (x,))
     conv_output = 2 * 32 * 16 * 16 * 4
     assert per_copy >= 5 * conv_output + x.numel() * 4  # the estimate sees the largest activation
+    assert per_pass == 32 * 3 * 3 * 3 * 4  # oneDNN's copy of the convolution's weights
     kwargs = dict(sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), target=1)  # 49 windows
     large, small = Recorder(model), Recorder(model)
     expected = OcclusionSensitivity(large).attribute(x, **kwargs)
-    budget = 6 * per_copy + 1  # one copy is reserved for what the unoccluded pass left with the allocator
+    budget = 6 * per_copy + per_pass + 1  # and one copy for what the unoccluded pass left with the allocator
     method = OcclusionSensitivity(small)
     actual = method.attribute(x, memory_budget=budget, **kwargs)
     assert method.last_perturbations_per_eval == 5

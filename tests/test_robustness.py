@@ -442,7 +442,7 @@ def test_attribute_future_is_not_implemented_as_in_captum(method: Any) -> None:
 
 # ---------------------------------------------------------------------------------------------------- budgets
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak resident memory reset needs Linux")
-@pytest.mark.parametrize(("engine", "budget_mib"), [("incremental", 56), ("batched", 16)])
+@pytest.mark.parametrize(("engine", "budget_mib"), [("incremental", 56), ("batched", 24)])
 def test_peak_memory_growth_stays_within_the_budget(engine: str, budget_mib: int) -> None:
     sys.path.insert(0, str(PACKAGE.parent))
     from benchmarks.bench_memory_budget import measure

@@ -23,6 +23,7 @@ from zf_attr._captum_compat import (
 from zf_attr._guard import caller_stacklevel, check_finite, check_forward_arguments, check_tensors, fresh, guarded
 from zf_attr.errors import ZFAttrWarning
 from zf_attr.occlusion import (
+    budget_for_copies,
     copies_per_batch,
     default_memory_budget,
     expand_additional_forward_args,
@@ -197,7 +198,7 @@ class OcclusionSensitivity(PerturbationAttribution):
 
         with torch.no_grad():
             with count_macs() as macs:
-                output, bytes_per_copy = measured_forward(
+                output, bytes_per_copy, bytes_per_pass = measured_forward(
                     lambda: self.forward_func(*fresh(inputs_tuple), *extra), inputs_tuple
                 )
             initial = self._scores(output, target, num_examples)
@@ -217,13 +218,13 @@ class OcclusionSensitivity(PerturbationAttribution):
                 engine, budget = fit_engine(self, engine, memory_budget, int(budget), bytes_per_copy)
                 if engine is None:
                     release_freed_memory(inputs_tuple[0].device)  # the dropped cache, before the batches
-                    _, bytes_per_copy = measured_forward(
+                    _, bytes_per_copy, bytes_per_pass = measured_forward(
                         lambda: self.forward_func(*fresh(inputs_tuple), *extra), inputs_tuple
                     )
             if perturbations_per_eval is None:
-                # an explicit budget holds the batches and what the unoccluded pass left with the allocator (one copy)
-                reserve = bytes_per_copy if engine is None and memory_budget is not None else 0
-                copies = copies_per_batch(int(budget) - reserve, bytes_per_copy, num_windows)
+                if engine is None and memory_budget is not None:
+                    budget = budget_for_copies(budget, bytes_per_copy, bytes_per_pass)
+                copies = copies_per_batch(int(budget), bytes_per_copy, num_windows)
                 # while the engine (its cache, its transient buffers) is alive, batched passes get half of what
                 # the engine left of the budget
                 batched_copies = copies_per_batch(
@@ -232,10 +233,11 @@ class OcclusionSensitivity(PerturbationAttribution):
             else:
                 copies = batched_copies = min(perturbations_per_eval, num_windows)
             if memory_budget is not None and perturbations_per_eval is None and int(budget) < bytes_per_copy:
+                needed = int(memory_budget) - int(budget) + bytes_per_copy  # the fixed memory and one copy
                 warnings.warn(
-                    f"memory_budget={memory_budget / 2**20:.1f} MiB is below the ~{bytes_per_copy / 2**20:.1f} MiB "
-                    "that one occluded copy of the inputs takes in a forward pass: running one copy per pass, "
-                    f"which will exceed the budget; pass memory_budget >= {bytes_per_copy} to stay within it",
+                    f"memory_budget={memory_budget / 2**20:.1f} MiB is below the ~{needed / 2**20:.1f} MiB that a "
+                    "forward pass with one occluded copy of the inputs takes: running one copy per pass, "
+                    f"which will exceed the budget; pass memory_budget >= {needed} to stay within it",
                     ZFAttrWarning,
                     stacklevel=caller_stacklevel(),
                 )

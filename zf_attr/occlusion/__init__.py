@@ -4,6 +4,7 @@ Internal building blocks of :class:`zf_attr.OcclusionSensitivity`, shared with t
 """
 
 from zf_attr.occlusion.batching import (
+    budget_for_copies,
     copies_per_batch,
     default_memory_budget,
     expand_additional_forward_args,
@@ -19,6 +20,7 @@ __all__ = [
     "DrillDown",
     "DrillDownPlan",
     "WindowGrid",
+    "budget_for_copies",
     "copies_per_batch",
     "default_memory_budget",
     "expand_additional_forward_args",

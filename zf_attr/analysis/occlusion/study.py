@@ -25,6 +25,7 @@ from zf_attr.attr._rectified import LayerMap, layer_map
 from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.occlusion import (
     WindowGrid,
+    budget_for_copies,
     copies_per_batch,
     default_memory_budget,
     iter_occluded,
@@ -193,7 +194,7 @@ def occlusion_study(
     )
     reading = layer_map(model, layer_name, module, (batch,), rectified=rectified)
     with torch.no_grad(), count_macs() as macs:
-        (activation, logits), bytes_per_copy = measured_forward(
+        (activation, logits), bytes_per_copy, bytes_per_pass = measured_forward(
             lambda: capture_layer_output(model, module, (batch,), transform=lambda out: out.detach().clone()), (batch,)
         )
     if not isinstance(logits, Tensor) or logits.dim() != 2:
@@ -227,6 +228,8 @@ def occlusion_study(
             release_freed_memory(batch.device)  # the dropped cache, before the batches
         else:
             bytes_per_copy = engine_bytes
+    if incremental is None and memory_budget is not None:
+        budget = budget_for_copies(budget, bytes_per_copy, bytes_per_pass)
     copies = copies_per_batch(budget, bytes_per_copy, grid.num_windows)
     totals, target_p, top_p = (torch.empty(grid.num_windows, device=batch.device) for _ in range(3))
     top_class = torch.empty(grid.num_windows, dtype=torch.long, device=batch.device)
