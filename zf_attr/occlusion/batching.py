@@ -10,7 +10,7 @@ that occlusion needs anyway:
   call of this thread, also inside plain callables: ``6 ×`` (:data:`CPU_COPY_FACTOR`) the largest module output
   (the live input of a layer, its output, a held skip connection, the convolution's workspace and the allocator's
   slack; measured peak resident memory of ResNet-18 and VGG-11 sweeps stays within the budget with this factor, see
-  ``tests/test_occlusion.py``) plus the bytes of the inputs and of the model output. A forward function that
+  ``tests/test_robustness.py``) plus the bytes of the inputs and of the model output. A forward function that
   calls no module is costed at its inputs and output only.
 
 A pass of two or more examples also costs a fixed amount whatever its size: on CPU, oneDNN copies a convolution's
