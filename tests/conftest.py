@@ -81,6 +81,26 @@ def zf_attr_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> su
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
 
 
+def zf_attr_main(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``zf-attr ARGS`` in this process (``zf_attr.cli.main``), as :func:`zf_attr_cli` reports a subprocess.
+
+    For the error paths: the same code and messages without a fresh interpreter's import of torch (about 4 s). The
+    global random state is restored afterwards (``--seed`` seeds torch).
+    """
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from zf_attr.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with torch.random.fork_rng(devices=[]), redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse: usage errors, --help
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(["zf-attr", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
 @pytest.fixture(scope="session")
 def shape_image_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with ``shape0..2.png`` (generated 112 px shapes, seed 9), their masks in ``masks/`` and a text file."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import zf_attr_cli
+from conftest import zf_attr_cli, zf_attr_main
 
 from zf_attr.analysis import TopKActivations, mine_top_k
 from zf_attr.cli._inputs import find_images, load_model, read_image
@@ -74,7 +74,7 @@ def test_atlas_resume_continues(shape_image_files: Path, tmp_path: Path) -> None
     ],
 )
 def test_atlas_bad_arguments(shape_image_files: Path, tmp_path: Path, args: list[str], message: str) -> None:
-    result = zf_attr_cli("atlas", str(shape_image_files), *args, "--device", "cpu", "--out", str(tmp_path / "o"))
+    result = zf_attr_main("atlas", str(shape_image_files), *args, "--device", "cpu", "--out", str(tmp_path / "o"))
     assert result.returncode == 1
     assert result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

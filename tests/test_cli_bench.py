@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import zf_attr_cli
+from conftest import zf_attr_cli, zf_attr_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_bench_bundled_zfnet(tmp_path: Path) -> None:
     ],
 )
 def test_bench_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
-    result = zf_attr_cli("bench", *args, "--device", "cpu", "--out", str(tmp_path / "out"))
+    result = zf_attr_main("bench", *args, "--device", "cpu", "--out", str(tmp_path / "out"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(message)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import zf_attr_cli
+from conftest import zf_attr_cli, zf_attr_main
 
 from zf_attr.analysis.tables import parse_markdown, read_csv
 from zf_attr.models.shapes import ShapesDataset
@@ -65,7 +65,7 @@ def test_compare_image_files_with_masks(shape_image_files: Path, tmp_path: Path)
 def test_compare_bad_arguments(shape_image_files: Path, tmp_path: Path, args: list[str], message: str) -> None:
     args = [arg.replace("{images}", str(shape_image_files)) for arg in args]
     message = message.replace("{images}", str(shape_image_files))
-    result = zf_attr_cli("compare", *args, "--device", "cpu", "--out", str(tmp_path / "out"))
+    result = zf_attr_main("compare", *args, "--device", "cpu", "--out", str(tmp_path / "out"))
     assert result.returncode == 1
     assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
 

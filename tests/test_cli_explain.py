@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import zf_attr_cli
+from conftest import zf_attr_cli, zf_attr_main
 
 from zf_attr.cli.explain import METHODS
 from zf_attr.models.shapes import ShapesDataset
@@ -95,7 +95,7 @@ def test_explain_torchvision_model_with_local_weights_and_glob(image_folder: Pat
 )
 def test_explain_errors_are_one_line(image_folder: Path, tmp_path: Path, args: list[str], message: str) -> None:
     args = [str(image_folder / "shape0.png") if arg == "IMAGES" else arg for arg in args]
-    result = zf_attr_cli(*args, "--out", str(tmp_path / "out"))
+    result = zf_attr_main(*args, "--out", str(tmp_path / "out"))
     assert result.returncode == 1
     assert result.stderr.strip().startswith(message)
     assert len(result.stderr.strip().splitlines()) == 1
