@@ -321,6 +321,34 @@ def test_auto_choice_and_memory_budget() -> None:
     assert relative_error(auto, tight) <= 1e-4
 
 
+def test_the_default_budget_gives_the_engine_at_least_four_windows_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One window a batch cannot spread a batch's fixed cost (ConvNeXt-T at 224 ran at 60 % of its bound so)."""
+    import zf_attr.analysis.occlusion.study as study_module
+    import zf_attr.attr.occlusion as occlusion_module
+
+    for module in (occlusion_module, study_module):  # a default budget below one window
+        monkeypatch.setattr(module, "default_memory_budget", lambda device: 1)
+    model = calibrate_batch_norm(torchvision.models.resnet18(num_classes=3))
+    x = torch.randn(1, 3, 48, 48)
+    kwargs = {"sliding_window_shapes": (3, 12, 12), "strides": 12, "target": 0}  # 16 windows
+    method = OcclusionSensitivity(model, engine="incremental")
+    default = method.attribute(x, **kwargs)
+    assert (method.last_engine, method.last_perturbations_per_eval) == ("incremental", 4)
+    batches: list[int] = []
+    original = IncrementalEngine.run
+    monkeypatch.setattr(IncrementalEngine, "run", lambda self, windows, *a, **k: batches.append(len(windows))
+                        or original(self, windows, *a, **k))  # fmt: skip
+    study = occlusion_study(model, x[0], 0, window=12, stride=12, engine="incremental")
+    assert batches == [4, 4, 4, 4]
+    explicit = OcclusionSensitivity(model, engine="batched")
+    with pytest.warns(ZFAttrWarning, match="memory_budget"):  # an explicit budget is kept: one window a pass
+        reference = explicit.attribute(x, memory_budget=1, **kwargs)
+    assert explicit.last_perturbations_per_eval == 1
+    assert relative_error(default, reference) <= 1e-4
+    reference_study = occlusion_study(model, x[0], 0, window=12, stride=12, engine="batched")
+    assert relative_error(study.target_probability, reference_study.target_probability) <= 1e-4
+
+
 def test_bad_engine_options_name_the_argument() -> None:
     model = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="engine"):

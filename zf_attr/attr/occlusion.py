@@ -37,7 +37,13 @@ from zf_attr.occlusion import (
 )
 from zf_attr.occlusion.drill_down import ERROR_SAMPLES, DrillDown, DrillDownPlan
 from zf_attr.occlusion.incremental.regions import batch_order, representative_first
-from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_engine, validate_engine_options
+from zf_attr.occlusion.incremental.select import (
+    count_macs,
+    default_windows_per_batch,
+    fit_engine,
+    select_engine,
+    validate_engine_options,
+)
 
 __all__ = ["OcclusionSensitivity"]
 
@@ -225,6 +231,8 @@ class OcclusionSensitivity(PerturbationAttribution):
                 if engine is None and memory_budget is not None:
                     budget = budget_for_copies(budget, bytes_per_copy, bytes_per_pass)
                 copies = copies_per_batch(int(budget), bytes_per_copy, num_windows)
+                if engine is not None and memory_budget is None:
+                    copies = default_windows_per_batch(copies, bytes_per_copy, num_windows)
                 # while the engine (its cache, its transient buffers) is alive, batched passes get half of what
                 # the engine left of the budget
                 batched_copies = copies_per_batch(

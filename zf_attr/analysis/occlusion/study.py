@@ -32,7 +32,13 @@ from zf_attr.occlusion import (
     measured_forward,
     release_freed_memory,
 )
-from zf_attr.occlusion.incremental.select import count_macs, fit_engine, select_engine, validate_engine_options
+from zf_attr.occlusion.incremental.select import (
+    count_macs,
+    default_windows_per_batch,
+    fit_engine,
+    select_engine,
+    validate_engine_options,
+)
 
 __all__ = ["OcclusionStudy", "occlusion_study", "project_feature_map"]
 
@@ -231,6 +237,8 @@ def occlusion_study(
     if incremental is None and memory_budget is not None:
         budget = budget_for_copies(budget, bytes_per_copy, bytes_per_pass)
     copies = copies_per_batch(budget, bytes_per_copy, grid.num_windows)
+    if incremental is not None and memory_budget is None:
+        copies = default_windows_per_batch(copies, bytes_per_copy, grid.num_windows)
     totals, target_p, top_p = (torch.empty(grid.num_windows, device=batch.device) for _ in range(3))
     top_class = torch.empty(grid.num_windows, dtype=torch.long, device=batch.device)
     progress = _progress(grid.num_windows, show_progress)
