@@ -23,7 +23,6 @@ from zf_attr._captum_compat import (
 from zf_attr._guard import caller_stacklevel, check_finite, check_forward_arguments, check_tensors, fresh, guarded
 from zf_attr.errors import ZFAttrWarning
 from zf_attr.occlusion import (
-    budget_for_copies,
     copies_per_batch,
     default_memory_budget,
     expand_additional_forward_args,
@@ -39,10 +38,10 @@ from zf_attr.occlusion.drill_down import ERROR_SAMPLES, DrillDown, DrillDownPlan
 from zf_attr.occlusion.incremental.regions import batch_order, representative_first
 from zf_attr.occlusion.incremental.select import (
     count_macs,
-    default_windows_per_batch,
     fit_engine,
     select_engine,
     validate_engine_options,
+    windows_per_batch,
 )
 
 __all__ = ["OcclusionSensitivity"]
@@ -228,11 +227,9 @@ class OcclusionSensitivity(PerturbationAttribution):
                         lambda: self.forward_func(*fresh(inputs_tuple), *extra), inputs_tuple
                     )
             if perturbations_per_eval is None:
-                if engine is None and memory_budget is not None:
-                    budget = budget_for_copies(budget, bytes_per_copy, bytes_per_pass)
-                copies = copies_per_batch(int(budget), bytes_per_copy, num_windows)
-                if engine is not None and memory_budget is None:
-                    copies = default_windows_per_batch(copies, bytes_per_copy, num_windows)
+                copies, budget = windows_per_batch(
+                    int(budget), memory_budget, bytes_per_copy, bytes_per_pass, num_windows, engine is not None
+                )
                 # while the engine (its cache, its transient buffers) is alive, batched passes get half of what
                 # the engine left of the budget
                 batched_copies = copies_per_batch(

@@ -25,8 +25,6 @@ from zf_attr.attr._rectified import LayerMap, layer_map
 from zf_attr.attr._rule_attribution import validate_variant
 from zf_attr.occlusion import (
     WindowGrid,
-    budget_for_copies,
-    copies_per_batch,
     default_memory_budget,
     iter_occluded,
     measured_forward,
@@ -34,10 +32,10 @@ from zf_attr.occlusion import (
 )
 from zf_attr.occlusion.incremental.select import (
     count_macs,
-    default_windows_per_batch,
     fit_engine,
     select_engine,
     validate_engine_options,
+    windows_per_batch,
 )
 
 __all__ = ["OcclusionStudy", "occlusion_study", "project_feature_map"]
@@ -234,11 +232,9 @@ def occlusion_study(
             release_freed_memory(batch.device)  # the dropped cache, before the batches
         else:
             bytes_per_copy = engine_bytes
-    if incremental is None and memory_budget is not None:
-        budget = budget_for_copies(budget, bytes_per_copy, bytes_per_pass)
-    copies = copies_per_batch(budget, bytes_per_copy, grid.num_windows)
-    if incremental is not None and memory_budget is None:
-        copies = default_windows_per_batch(copies, bytes_per_copy, grid.num_windows)
+    copies, _ = windows_per_batch(
+        budget, memory_budget, bytes_per_copy, bytes_per_pass, grid.num_windows, incremental is not None
+    )
     totals, target_p, top_p = (torch.empty(grid.num_windows, device=batch.device) for _ in range(3))
     top_class = torch.empty(grid.num_windows, dtype=torch.long, device=batch.device)
     progress = _progress(grid.num_windows, show_progress)

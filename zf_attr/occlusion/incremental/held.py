@@ -82,9 +82,10 @@ class HeldBytes:
         """Stop counting ``value`` (its storage once no held value uses it)."""
         if not isinstance(value, Tensor) or value.device.type == "meta":
             return
-        entry = self.storages.get(value.untyped_storage().data_ptr())
+        key = value.untyped_storage().data_ptr()
+        entry = self.storages.get(key)
         if entry is not None:
             entry[1] -= 1
             if entry[1] == 0:
                 self.total -= entry[0]
-                del self.storages[value.untyped_storage().data_ptr()]
+                del self.storages[key]

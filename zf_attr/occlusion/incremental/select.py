@@ -9,7 +9,7 @@ Memory: the engine holds the cached activations of the unoccluded image besides 
 fixed memory is estimated by :func:`fixed_bytes`; an explicit ``memory_budget`` must hold it plus one copy (else
 batching is used), and the windows per batch come from what is left. Without an explicit budget the default
 budget is spent on the copies and the fixed memory comes on top, and the engine runs at least
-:data:`DEFAULT_MIN_WINDOWS` windows per batch (:func:`default_windows_per_batch`). When
+:data:`DEFAULT_MIN_WINDOWS` windows per batch (:func:`windows_per_batch`). When
 a model cannot run incrementally the sweep falls back to plain batched recomputation and says why in
 ``last_engine_note``; a model that cannot be traced or uses an unknown op (or any fallback when
 ``engine="incremental"`` was asked for) is also reported once per reason and method object with a
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from zf_attr._guard import caller_stacklevel
 from zf_attr._lifecycle import Attachment
 from zf_attr.errors import ZFAttrWarning
-from zf_attr.occlusion.batching import release_freed_memory
+from zf_attr.occlusion.batching import budget_for_copies, copies_per_batch, release_freed_memory
 from zf_attr.occlusion.drill_down import DrillDown
 from zf_attr.occlusion.incremental.engine import IncrementalEngine
 from zf_attr.occlusion.incremental.graph import UnsupportedModelError
@@ -41,11 +41,11 @@ __all__ = [
     "DEFAULT_MIN_WINDOWS",
     "ENGINES",
     "count_macs",
-    "default_windows_per_batch",
     "fit_engine",
     "fixed_bytes",
     "select_engine",
     "validate_engine_options",
+    "windows_per_batch",
 ]
 
 #: ``engine="auto"`` uses the incremental engine from this many multiply-accumulates per example on.
@@ -61,20 +61,35 @@ DEFAULT_MIN_WINDOWS = 4
 DEFAULT_MAX_WINDOWS_BYTES = 256 * 2**20
 
 
-def default_windows_per_batch(copies: int, bytes_per_copy: int, num_windows: int) -> int:
-    """The engine's windows per batch under the default budget: ``copies``, raised to :data:`DEFAULT_MIN_WINDOWS`.
+def windows_per_batch(
+    budget: int, memory_budget: int | None, bytes_per_copy: int, bytes_per_pass: int, num_windows: int, engine: bool
+) -> tuple[int, int]:
+    """``(windows per batch, bytes left for them)`` for a sweep on the engine (``engine``) or batched.
 
-    Raised only as far as :data:`DEFAULT_MAX_WINDOWS_BYTES` allows, and never past ``num_windows``; an explicit
-    ``memory_budget`` is kept as it is instead.
+    ``budget`` is what is left for the windows: the explicit ``memory_budget`` less the engine's fixed memory
+    (:func:`fit_engine`), or the default budget. Batched under an explicit budget, what every pass costs is set
+    aside first (:func:`~zf_attr.occlusion.batching.budget_for_copies`). On the engine under the default budget,
+    the windows are raised to :data:`DEFAULT_MIN_WINDOWS` as far as :data:`DEFAULT_MAX_WINDOWS_BYTES` allows (never
+    past ``num_windows``); an explicit ``memory_budget`` is kept as it is instead.
 
     Example:
-        >>> default_windows_per_batch(1, 43 * 2**20, 196), default_windows_per_batch(1, 100 * 2**20, 196)
-        (4, 2)
-        >>> default_windows_per_batch(14, 3 * 2**20, 196), default_windows_per_batch(1, 43 * 2**20, 3)
-        (14, 3)
+        >>> MiB = 2**20
+        >>> windows_per_batch(64 * MiB, None, 43 * MiB, 0, 196, engine=True)[0]  # raised from 1
+        4
+        >>> windows_per_batch(64 * MiB, None, 100 * MiB, 0, 196, engine=True)[0]  # as far as 256 MiB allows
+        2
+        >>> windows_per_batch(64 * MiB, 64 * MiB, 43 * MiB, 0, 196, engine=True)[0]  # an explicit budget is kept
+        1
+        >>> windows_per_batch(32 * MiB, 32 * MiB, 5 * MiB, 9 * MiB, 196, engine=False)  # pass and one copy set aside
+        (3, 18874368)
     """
-    affordable = max(1, DEFAULT_MAX_WINDOWS_BYTES // max(1, bytes_per_copy))
-    return max(copies, min(DEFAULT_MIN_WINDOWS, num_windows, affordable))
+    if not engine and memory_budget is not None:
+        budget = budget_for_copies(budget, bytes_per_copy, bytes_per_pass)
+    copies = copies_per_batch(int(budget), bytes_per_copy, num_windows)
+    if engine and memory_budget is None:
+        affordable = max(1, DEFAULT_MAX_WINDOWS_BYTES // max(1, bytes_per_copy))
+        copies = max(copies, min(DEFAULT_MIN_WINDOWS, num_windows, affordable))
+    return copies, int(budget)
 
 
 def validate_engine_options(engine: Any, approximate: Any, dtype: Any, channels_last: Any) -> None:
